@@ -1,0 +1,3 @@
+"""forgectl: find where an image was manipulated."""
+
+__version__ = "0.1.0"

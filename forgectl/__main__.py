@@ -1,0 +1,5 @@
+"""`python -m forgectl` = the `forgectl` command."""
+
+from forgectl.cli import main
+
+main()

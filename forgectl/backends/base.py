@@ -1,0 +1,195 @@
+"""The backend contract: every method turns a :class:`ForensicImage` into a :class:`Result`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from forgectl.errors import WeightsError
+from forgectl.intake import ForensicImage
+
+#: Shipped weights live here (``<method>-<config>.safetensors`` + ``.json`` model card).
+#: ``FORGECTL_WEIGHTS_DIR`` overrides it (for installs outside a checkout).
+WEIGHTS_DIR = Path(
+    os.environ.get("FORGECTL_WEIGHTS_DIR")
+    or Path(__file__).resolve().parent.parent.parent / "weights"
+)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method is and what it needs, known without running it.
+
+    Attributes:
+        name: registry name (``forgectl localize --method NAME``).
+        summary: one line for ``forgectl methods``.
+        kind: ``"classical"`` (training-free) or ``"learned"``.
+        needs_jpeg: True when the method only works on JPEG files (DCT coefficients/tables).
+        uses_jpeg: True when the method uses JPEG internals if present (but not only).
+        weights: default weights file name inside ``weights/`` (learned methods), else None.
+        paper: citation of the method the backend implements.
+        decides_mask: True when the method makes its own mask (e.g. clustering) rather than
+            thresholding the heatmap.
+    """
+
+    name: str
+    summary: str
+    kind: str = "classical"
+    needs_jpeg: bool = False
+    uses_jpeg: bool = False
+    weights: str | None = None
+    paper: str = ""
+    decides_mask: bool = False
+
+
+@dataclass
+class Result:
+    """What a method says about one image.
+
+    Attributes:
+        heatmap: (H, W) float32 in [0, 1] at the input's resolution; higher = more likely
+            manipulated.
+        mask: (H, W) bool; ``heatmap >= threshold`` unless the method decides its own mask.
+        score: image-level probability-like score in [0, 1] that the image is manipulated.
+        applicable: False when the method cannot analyse this input (then heatmap is zeros).
+        note: a short sentence for the user (why not applicable, what the method assumed).
+        maps: extra named (H, W) float32 maps in [0, 1] for ``explain`` (e.g. raw residuals).
+        facts: JSON-ready extras (gate decision, restoration applied, matches found, ...).
+    """
+
+    heatmap: np.ndarray
+    mask: np.ndarray
+    score: float
+    applicable: bool = True
+    note: str = ""
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        hm = np.asarray(self.heatmap)
+        if hm.ndim != 2:
+            raise ValueError(f"heatmap must be (H, W), got {hm.shape}")
+        self.heatmap = np.clip(np.nan_to_num(hm.astype(np.float32), nan=0.0), 0.0, 1.0)
+        mask = np.asarray(self.mask).astype(bool)
+        if mask.shape != hm.shape:
+            raise ValueError(f"mask {mask.shape} and heatmap {hm.shape} differ in shape")
+        self.mask = mask
+        self.score = float(np.clip(np.nan_to_num(float(self.score)), 0.0, 1.0))
+
+    @classmethod
+    def from_heatmap(
+        cls, heatmap: np.ndarray, threshold: float, score: float | None = None, **kw: Any
+    ) -> Result:
+        """Threshold a heatmap into a mask; the score defaults to the heatmap's 99th percentile
+        (robust to a few hot pixels, yet high when a region is flagged)."""
+        hm = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0.0, 1.0)
+        if score is None:
+            score = float(np.percentile(hm, 99)) if hm.size else 0.0
+        return cls(heatmap=hm, mask=hm >= threshold, score=score, **kw)
+
+    @classmethod
+    def not_applicable(cls, image: ForensicImage, note: str) -> Result:
+        shape = (image.height, image.width)
+        return cls(
+            heatmap=np.zeros(shape, np.float32),
+            mask=np.zeros(shape, bool),
+            score=0.0,
+            applicable=False,
+            note=note,
+        )
+
+    @property
+    def tampered_fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Backend:
+    """Base class of every method. Subclasses set ``spec`` and implement :meth:`analyze`.
+
+    ``localize`` is the public entry point: it checks applicability and the output contract,
+    so subclasses cannot return a heatmap of the wrong size.
+    """
+
+    spec: ClassVar[MethodSpec]
+    default_threshold: ClassVar[float] = 0.5
+
+    def __init__(
+        self, weights: str | Path | None = None, threshold: float | None = None, **options: Any
+    ) -> None:
+        self.threshold = self.default_threshold if threshold is None else float(threshold)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError("threshold must be in [0, 1]")
+        self.options = options
+        self.weights_path: Path | None = None
+        if self.spec.weights is not None:
+            self.weights_path = Path(weights) if weights else WEIGHTS_DIR / self.spec.weights
+            if not self.weights_path.is_file():
+                raise WeightsError(f"weights file not found: {self.weights_path}")
+        self._weights_sha: str | None = None
+
+    @property
+    def weights_id(self) -> str | None:
+        return self.weights_path.name if self.weights_path else None
+
+    @property
+    def weights_sha256(self) -> str | None:
+        if self.weights_path is None:
+            return None
+        if self._weights_sha is None:
+            self._weights_sha = sha256_file(self.weights_path)
+        return self._weights_sha
+
+    def model_card(self) -> dict[str, Any] | None:
+        if self.weights_path is None:
+            return None
+        card = self.weights_path.with_suffix(".json")
+        if not card.is_file():
+            return None
+        return json.loads(card.read_text())
+
+    def localize(self, image: ForensicImage) -> Result:
+        """Analyse one image. Returns a Result whose maps match the image's (H, W)."""
+        if self.spec.needs_jpeg and not image.is_jpeg:
+            return Result.not_applicable(
+                image, f"{self.spec.name} needs a JPEG file (DCT coefficients); input is "
+                f"{image.format}"
+            )
+        result = self.analyze(image)
+        shape = (image.height, image.width)
+        if result.heatmap.shape != shape:
+            raise RuntimeError(
+                f"{self.spec.name} returned a {result.heatmap.shape} heatmap for a {shape} image"
+            )
+        for key, m in result.maps.items():
+            if m.shape != shape:
+                raise RuntimeError(f"{self.spec.name} map {key!r} has shape {m.shape}")
+        return result
+
+    def analyze(self, image: ForensicImage) -> Result:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reading(self, result: Result) -> str:
+        """One plain sentence interpreting ``result`` for the ``explain`` report.
+
+        Methods override this with what their heatmap means; the default states the numbers.
+        """
+        if not result.applicable:
+            return result.note or "not applicable to this input"
+        return (
+            f"score {result.score:.2f}; {100 * result.tampered_fraction:.1f}% of pixels above "
+            f"threshold {self.threshold:.2f}"
+        )

@@ -1,0 +1,73 @@
+"""Typer app: wires one module per subcommand and maps known errors to one line.
+
+Only wiring lives here. Command modules import heavy libraries (torch, cv2) inside their
+functions so that ``forgectl --help`` stays fast.
+Exit codes: 0 ok, 1 some input failed, 2 usage error, 3 ``--fail-on`` gate hit, 130 Ctrl-C.
+Set ``FORGECTL_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from forgectl import __version__
+from forgectl.commands import localize, methods
+
+app = typer.Typer(
+    name="forgectl",
+    help="Find where an image was manipulated.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("localize")(localize.localize)
+app.command("methods")(methods.methods)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"forgectl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Find where an image was manipulated."""
+
+
+def main() -> None:
+    """Console entry point: run the app, turn known errors into one line and an exit code."""
+    from forgectl.errors import ForgectlError
+
+    debug = os.environ.get("FORGECTL_DEBUG", "") not in ("", "0")
+    try:
+        app()
+    except ForgectlError as exc:
+        if debug:
+            raise
+        print(f"forgectl: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("forgectl: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # an unexpected error is a bug: one line unless debugging
+        if debug:
+            raise
+        print(
+            f"forgectl: internal error: {type(exc).__name__}: {exc} "
+            "(set FORGECTL_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per subcommand. Keep them thin: parse options, call the library, print."""

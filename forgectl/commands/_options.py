@@ -1,0 +1,28 @@
+"""Option aliases shared by several commands, so names and help stay the same everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+MethodOpt = Annotated[
+    str, typer.Option("--method", "-m", help="Method name (see `forgectl methods`).")
+]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", help="Weights file (default: the method's shipped weights)."),
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Heatmap threshold for the mask."),
+]
+MaxPixelsOpt = Annotated[
+    int,
+    typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
+]
+RecursiveOpt = Annotated[
+    bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of folder inputs.")
+]

@@ -1,0 +1,1 @@
+"""Torch building blocks shared by learned methods (encoders, frequency head, decoders)."""

@@ -1,0 +1,1 @@
+"""Training: synthetic forgeries, processing histories, losses, augmentations, the trainer."""

@@ -1,0 +1,148 @@
+"""`forgectl localize` end to end: outputs, JSON schema, batches with bad files, gates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from forgectl.intake import encode_jpeg
+from forgectl.outputs import SCHEMA_VERSION, atomic_write
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FORGECTL_DEBUG="")
+    return subprocess.run(
+        [sys.executable, "-m", "forgectl", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def good_jpeg(tmp_path, make_image) -> Path:
+    p = tmp_path / "in" / "photo.jpg"
+    p.parent.mkdir()
+    p.write_bytes(encode_jpeg(make_image(120, 160), 85))
+    return p
+
+
+def test_single_image_writes_four_outputs_with_schema(good_jpeg, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("localize", str(good_jpeg), "--method", "ela", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    for suffix in (".mask.png", ".heatmap.png", ".overlay.png", ".json"):
+        assert (out / f"photo{suffix}").is_file()
+    mask = np.asarray(Image.open(out / "photo.mask.png"))
+    assert mask.shape == (120, 160) and set(np.unique(mask)) <= {0, 255}
+    rec = json.loads((out / "photo.json").read_text())
+    assert rec["schema"] == SCHEMA_VERSION
+    assert rec["input"]["sha256"] == hashlib.sha256(good_jpeg.read_bytes()).hexdigest()
+    assert rec["input"]["format"] == "JPEG" and rec["input"]["width"] == 160
+    assert rec["method"]["name"] == "ela" and rec["method"]["threshold"] == 0.5
+    assert 0.0 <= rec["score"] <= 1.0
+    assert rec["tampered_fraction"] == pytest.approx((mask > 0).mean(), abs=1e-6)
+    assert {"decode_s", "analyze_s"} <= set(rec["timings"])
+    assert rec["forgectl_version"]
+    assert not (out / "results.jsonl").exists()  # a single image is not a batch
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_batch_goes_past_bad_files_and_exits_1(tmp_path, make_image):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = encode_jpeg(make_image(96, 96, seed=1), 90)
+    (folder / "a.jpg").write_bytes(good)
+    Image.fromarray(make_image(64, 80, seed=2)).save(folder / "b.png")
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "trunc.jpg").write_bytes(good[: len(good) // 2])
+    (folder / "x.jpg").write_text("this is text, not a JPEG\n")
+    (folder / "notes.txt").write_text("ignored: not an image extension\n")
+    out = tmp_path / "out"
+    proc = run_cli("localize", str(folder), "--out", str(out))
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 3
+    assert all(len(line) < 300 for line in errors)
+    assert "Traceback" not in proc.stderr
+    assert (out / "a.json").is_file() and (out / "b.json").is_file()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 5
+    assert sum("error" in r for r in rows) == 3
+
+
+def test_same_stem_in_different_folders_does_not_collide(tmp_path, make_image):
+    for sub in ("one", "two"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        (tmp_path / "in" / sub / "img.jpg").write_bytes(encode_jpeg(make_image(64, 64), 80))
+    out = tmp_path / "out"
+    proc = run_cli("localize", str(tmp_path / "in"), "-r", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "one" / "img.json").is_file() and (out / "two" / "img.json").is_file()
+
+
+def test_fail_on_gate_and_json_stdout(good_jpeg, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("localize", str(good_jpeg), "--out", str(out), "--json", "--fail-on", "0.0")
+    assert proc.returncode == 3
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rec["method"]["name"] == "ela"
+    proc = run_cli("localize", str(good_jpeg), "--out", str(out), "--fail-on", "1.0")
+    assert proc.returncode in (0, 3)
+
+
+def test_unknown_method_and_missing_path_are_one_line_errors(good_jpeg, tmp_path):
+    proc = run_cli("localize", str(good_jpeg), "--method", "nope", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "unknown method" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("localize", str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 1 and "no such file" in proc.stderr
+
+
+def test_inputs_never_modified(good_jpeg, tmp_path):
+    before = good_jpeg.read_bytes()
+    run_cli("localize", str(good_jpeg.parent), "--out", str(good_jpeg.parent))
+    assert good_jpeg.read_bytes() == before
+
+
+def test_glob_pattern(tmp_path, make_image):
+    for i in range(3):
+        (tmp_path / f"g{i}.jpg").write_bytes(encode_jpeg(make_image(48, 48, seed=i), 80))
+    out = tmp_path / "out"
+    proc = run_cli("localize", str(tmp_path / "g*.jpg"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(out.glob("*.json"))) == 3
+
+
+def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
+    target = tmp_path / "x.json"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(target, "w") as fh:
+            fh.write("{partial")
+            raise KeyboardInterrupt
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, forgectl.cli; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False"
+
+
+def test_methods_lists_registry():
+    proc = run_cli("methods", "--json")
+    assert proc.returncode == 0
+    names = [row["name"] for row in json.loads(proc.stdout)]
+    assert "ela" in names

@@ -1,0 +1,200 @@
+"""Intake: format detection by content, JPEG internals against independent decoders, limits."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from forgectl.errors import InputError
+from forgectl.intake import (
+    detect_format,
+    encode_jpeg,
+    estimate_ijg_quality,
+    ijg_table,
+    image_from_array,
+    image_from_bytes,
+    load_image,
+)
+
+
+def _encode(rgb: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [("JPEG", "JPEG"), ("PNG", "PNG"), ("TIFF", "TIFF"), ("WEBP", "WEBP"), ("BMP", "BMP"),
+     ("GIF", "GIF")],
+)
+def test_format_detected_from_content_not_name(tmp_path, make_image, fmt, expected):
+    rgb = make_image(64, 80)
+    path = tmp_path / "misleading.txt"  # the name says nothing true
+    path.write_bytes(_encode(rgb, fmt))
+    img = load_image(path)
+    assert img.format == expected
+    assert img.rgb.shape == (64, 80, 3) and img.rgb.dtype == np.uint8
+    assert img.is_jpeg == (expected == "JPEG")
+
+
+def test_detect_format_rejects_text():
+    assert detect_format(b"hello world, not an image") is None
+
+
+@pytest.mark.parametrize("quality", [50, 75, 90, 97])
+@pytest.mark.parametrize("subsampling", [0, 2])
+def test_quant_tables_equal_pillows(make_image, quality, subsampling):
+    data = encode_jpeg(make_image(96, 128), quality, subsampling=subsampling)
+    img = image_from_bytes(data)
+    pil_tables = Image.open(io.BytesIO(data)).quantization
+    # Pillow lists tables by table id; components 0 (Y) and 1 (Cb) use ids 0 and 1.
+    np.testing.assert_array_equal(img.jpeg.quant_tables[0].ravel(), np.array(pil_tables[0]))
+    np.testing.assert_array_equal(img.jpeg.quant_tables[1].ravel(), np.array(pil_tables[1]))
+    assert img.jpeg.quality == quality and img.jpeg.standard_tables
+    assert img.jpeg.subsampling == ("4:4:4" if subsampling == 0 else "4:2:0")
+
+
+def _idct_blocks(coef: np.ndarray, table: np.ndarray) -> np.ndarray:
+    h, w = coef.shape
+    out = np.zeros((h, w), np.float64)
+    for i in range(0, h, 8):
+        for j in range(0, w, 8):
+            out[i : i + 8, j : j + 8] = cv2.idct((coef[i : i + 8, j : j + 8] * table).astype(
+                np.float64))
+    return out + 128.0
+
+
+@pytest.mark.parametrize(("height", "width"), [(96, 128), (101, 77)])
+def test_dequantized_idct_reproduces_decoded_luma(make_image, height, width):
+    data = encode_jpeg(make_image(height, width, seed=3), 85, subsampling=0)
+    img = image_from_bytes(data)
+    y = img.jpeg.y_coefficients(img.height, img.width)
+    assert y.shape == (8 * -(-height // 8), 8 * -(-width // 8))
+    luma = _idct_blocks(y, img.jpeg.y_quant)[:height, :width]
+    # Pillow's own luma plane from the same file, before colour conversion.
+    decoded_y = np.asarray(Image.open(io.BytesIO(data)).convert("YCbCr"))[:, :, 0]
+    diff = np.abs(np.clip(np.round(luma), 0, 255) - decoded_y.astype(np.float64))
+    assert np.median(diff) <= 1.0
+    assert np.percentile(diff, 99) <= 2.0
+
+
+def test_coefficients_survive_reader_release(make_image):
+    """jpegio hands out views into its own buffers; intake must own copies."""
+    img = image_from_bytes(encode_jpeg(make_image(64, 64), 90))
+    import gc
+
+    gc.collect()
+    _ = [np.ones((512, 512)) for _ in range(20)]  # reuse freed memory if it was freed
+    assert img.jpeg.quant_tables[0].max() <= 255 and img.jpeg.quant_tables[0].min() >= 1
+    assert np.abs(img.jpeg.coefficients[0]).max() <= 2048
+
+
+def test_ijg_quality_estimate_and_custom_table():
+    for q in (10, 50, 75, 95, 100):
+        assert estimate_ijg_quality(ijg_table(q)) == (q, True)
+    custom = ijg_table(80).copy()
+    custom[0, 0] += 1
+    quality, exact = estimate_ijg_quality(custom)
+    assert quality == 80 and not exact
+
+
+def test_sixteen_bit_png_and_tiff_keep_depth(tmp_path):
+    ramp = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
+    colour = np.stack([ramp, ramp[::-1], np.full_like(ramp, 30000)], axis=2)
+    for ext in (".png", ".tiff"):
+        path = tmp_path / f"deep{ext}"
+        cv2.imwrite(str(path), colour[:, :, ::-1])  # OpenCV writes BGR
+        img = load_image(path)
+        assert img.bit_depth == 16
+        assert abs(int(img.rgb[0, -1, 0]) - round(int(ramp[0, -1]) / 257)) <= 1
+        assert abs(int(img.rgb[0, 0, 2]) - round(30000 / 257)) <= 1
+    grey = tmp_path / "grey16.png"
+    Image.fromarray(ramp).save(grey)
+    assert load_image(grey).bit_depth == 16
+
+
+def test_alpha_orientation_and_gif_first_frame(tmp_path, make_image):
+    rgba = np.dstack([make_image(40, 50), np.full((40, 50), 128, np.uint8)])
+    p = tmp_path / "a.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    img = load_image(p)
+    assert img.has_alpha and img.mode == "RGBA" and img.rgb.shape == (40, 50, 3)
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x0131] = "EditorX 1.0"
+    p = tmp_path / "o.jpg"
+    Image.fromarray(make_image(40, 56)).save(p, quality=90, exif=exif)
+    img = load_image(p)
+    assert img.orientation == 6 and img.exif["software"] == "EditorX 1.0"
+    assert img.rgb.shape == (40, 56, 3)  # stored grid: not rotated
+
+    frames = [Image.fromarray(np.full((20, 30, 3), v, np.uint8)) for v in (10, 200)]
+    p = tmp_path / "anim.gif"
+    frames[0].save(p, save_all=True, append_images=frames[1:])
+    img = load_image(p)
+    assert img.n_frames == 2 and img.rgb.mean() < 50
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"just some text\n", "not an image"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "truncated"),
+    ],
+)
+def test_bad_bytes_give_clear_errors(data, message):
+    with pytest.raises(InputError, match=message):
+        image_from_bytes(data)
+
+
+def test_truncated_and_bit_flipped_jpegs_never_crash(make_image):
+    data = encode_jpeg(make_image(128, 160), 90)
+    for cut in (20, 200, len(data) // 2, len(data) - 3):
+        with pytest.raises(InputError):
+            image_from_bytes(data[:cut])
+    rng = np.random.default_rng(0)
+    errors = 0
+    for _ in range(40):
+        flipped = bytearray(data)
+        for pos in rng.integers(300, len(data) - 2, size=8):
+            flipped[pos] ^= 1 << int(rng.integers(0, 8))
+        try:
+            image_from_bytes(bytes(flipped))
+        except InputError:
+            errors += 1
+    assert errors > 0  # damaged entropy data is refused, never a crash
+
+
+def test_pixel_limit_checked_before_decoding(make_image):
+    data = encode_jpeg(make_image(100, 100), 90)
+    with pytest.raises(InputError, match="over the limit"):
+        image_from_bytes(data, max_pixels=5_000)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(InputError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_image_from_array_jpeg_has_real_coefficients(make_image):
+    img = image_from_array(make_image(64, 64), jpeg_quality=70)
+    assert img.format == "JPEG" and img.jpeg.quality == 70
+    plain = image_from_array(make_image(64, 64))
+    assert plain.jpeg is None and plain.format == "RAW"
+
+
+def test_input_file_is_not_modified(tmp_path, make_image):
+    p = tmp_path / "x.jpg"
+    p.write_bytes(encode_jpeg(make_image(64, 64), 80))
+    before = (p.read_bytes(), p.stat().st_mtime_ns)
+    load_image(p)
+    assert (p.read_bytes(), p.stat().st_mtime_ns) == before
