@@ -17,6 +17,7 @@ __all__ = ["Backend", "MethodSpec", "Result", "available", "get_class", "get_spe
 
 _REGISTRY: dict[str, str] = {
     "ela": "forgectl.backends.ela:ElaBackend",
+    "copymove": "forgectl.backends.copymove:CopyMoveBackend",
 }
 
 

@@ -1,0 +1,523 @@
+"""Keypoint copy-move detection: SIFT, generalized 2NN matching, clustering, affine RANSAC and
+a correlation-based pixel refinement that marks both the source and the copied region.
+
+The pipeline follows Amerini et al., "A SIFT-based forensic method for copy-move attack detection
+and transformation recovery" (IEEE TIFS 2011) for matching and transform recovery, and Pan & Lyu,
+"Region duplication detection using image feature matching" (IEEE TIFS 2010) for the pixel
+refinement (local correlation between the image and its copy warped by the recovered transform).
+
+Coordinates are ``(x, y)`` pixel positions (OpenCV's order); an affine transform is a (2, 3)
+float64 matrix ``A`` mapping a source point to its copy: ``[x', y'] = A @ [x, y, 1]``.
+Everything runs on a *working grid* (the image downscaled so its longer side is at most
+``CopyMoveConfig.max_side``) and the caller maps results back to the stored grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from scipy.cluster.hierarchy import fcluster, linkage
+
+
+@dataclass(frozen=True)
+class CopyMoveConfig:
+    """Every knob of the detector, as data (units: pixels of the working grid).
+
+    Attributes:
+        max_side: longer side of the working grid; larger images are downscaled for all work.
+        max_keypoints: SIFT keeps at most this many keypoints (strongest response first).
+        contrast_thresholds: SIFT contrast thresholds tried in order; the next (lower) one is
+            used while fewer than ``min_keypoint_density`` keypoints per pixel were found, so
+            low-contrast images still get keypoints.
+        min_keypoint_density: keypoints per pixel below which a lower contrast is tried.
+        neighbours: nearest neighbours (by descriptor) examined per keypoint for g2NN.
+        g2nn_ratio: successive-distance ratio ``d_i / d_(i+1)`` below which neighbour ``i`` is
+            kept as a match (Amerini et al. use 0.5).
+        min_match_distance: matched keypoints closer than this are ignored (self, neighbours
+            within one structure).
+        max_matches: matches kept (smallest descriptor distance first) before clustering.
+        cluster_cutoff: single-linkage cutoff of the pair clustering, as a fraction of the
+            working grid's longer side (floored at ``cluster_cutoff_min``).
+        cluster_cutoff_min: lower bound of that cutoff, in pixels.
+        min_inliers: distinct inlier keypoints an affine transform needs to be reported.
+        ransac_threshold: RANSAC reprojection tolerance.
+        max_transforms_per_cluster: transforms extracted from one cluster (sequential RANSAC).
+        min_scale, max_scale: accepted range of the transform's singular values (mild scaling).
+        correlation_sigma: Gaussian window (sigma) of the local correlation.
+        correlation_threshold: local correlation above which a pixel is taken as duplicated.
+        variance_floor: grey-level variance added to both windows' variances, so flat windows
+            (where correlation is meaningless) stay near 0.
+        min_region_fraction: a transform whose refined regions cover less than this fraction of
+            the working grid is dropped (the correlation did not confirm the keypoints).
+    """
+
+    max_side: int = 1600
+    max_keypoints: int = 6000
+    contrast_thresholds: tuple[float, ...] = (0.02, 0.005)
+    min_keypoint_density: float = 2e-3
+    neighbours: int = 12
+    g2nn_ratio: float = 0.5
+    min_match_distance: float = 12.0
+    max_matches: int = 3000
+    cluster_cutoff: float = 0.08
+    cluster_cutoff_min: float = 30.0
+    min_inliers: int = 5
+    ransac_threshold: float = 3.0
+    max_transforms_per_cluster: int = 3
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    correlation_sigma: float = 2.0
+    correlation_threshold: float = 0.6
+    variance_floor: float = 4.0
+    min_region_fraction: float = 2e-4
+
+
+@dataclass
+class Keypoints:
+    """SIFT keypoints of one grey image.
+
+    Attributes:
+        points: (N, 2) float32 ``(x, y)`` positions on the working grid.
+        descriptors: (N, 128) float32 SIFT descriptors.
+        contrast_threshold: the SIFT contrast threshold that produced them.
+    """
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    contrast_threshold: float
+
+
+@dataclass
+class CopyTransform:
+    """One recovered copy: ``matrix`` maps the source region onto the copied region.
+
+    Attributes:
+        matrix: (2, 3) float64 affine source -> copy on the working grid.
+        source_points: (K, 2) float32 inlier keypoints in the source region.
+        target_points: (K, 2) float32 their matches in the copied region.
+        source_mask, target_mask: (h, w) bool refined regions (filled by :func:`refine`).
+        strength: (h, w) float32 local correlation inside the regions, in [0, 1].
+    """
+
+    matrix: np.ndarray
+    source_points: np.ndarray
+    target_points: np.ndarray
+    source_mask: np.ndarray | None = None
+    target_mask: np.ndarray | None = None
+    strength: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def inliers(self) -> int:
+        """Distinct inlier keypoint positions (repeated SIFT orientations count once)."""
+        return distinct_count(self.source_points, self.target_points)
+
+
+def distinct_count(src: np.ndarray, dst: np.ndarray) -> int:
+    """Number of distinct ``(src, dst)`` positions, rounded to the pixel."""
+    if len(src) == 0:
+        return 0
+    key = np.round(np.concatenate([src, dst], axis=1)).astype(np.int64)
+    return int(len(np.unique(key, axis=0)))
+
+
+def working_grey(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Grey (luma) image on the working grid.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        max_side: longer side of the working grid.
+
+    Returns:
+        ``(grey, scale)``: (h, w) uint8 luma and ``scale = h / H`` (1.0 when not downscaled).
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be (H, W, 3), got {rgb.shape}")
+    height, width = rgb.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        # Downscale colour first (INTER_AREA averages, so no aliasing), then one grey plane:
+        # never a full-resolution float copy of a 12 MP image.
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        scale = size[1] / height
+    else:
+        grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    return grey, scale
+
+
+def detect_keypoints(grey: np.ndarray, config: CopyMoveConfig) -> Keypoints:
+    """SIFT keypoints and descriptors, lowering the contrast threshold on low-contrast images.
+
+    Args:
+        grey: (h, w) uint8.
+    """
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise ValueError(f"grey must be (h, w) uint8, got {grey.shape} {grey.dtype}")
+    wanted = config.min_keypoint_density * grey.size
+    points = np.zeros((0, 2), np.float32)
+    descriptors = np.zeros((0, 128), np.float32)
+    used = config.contrast_thresholds[0]
+    for contrast in config.contrast_thresholds:
+        sift = cv2.SIFT_create(nfeatures=config.max_keypoints, contrastThreshold=contrast)
+        kps, desc = sift.detectAndCompute(grey, None)
+        used = contrast
+        if desc is not None and len(kps):
+            points = np.array([kp.pt for kp in kps], np.float32).reshape(-1, 2)
+            descriptors = desc.astype(np.float32)
+        if len(points) >= wanted:
+            break
+    return Keypoints(points, descriptors, used)
+
+
+def g2nn_matches(keypoints: Keypoints, config: CopyMoveConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Generalized 2NN matching of an image's keypoints against themselves.
+
+    For each keypoint, its descriptor neighbours (self and spatially close ones removed) are
+    sorted by distance ``d_1 <= d_2 <= ...``; neighbour ``i`` is a match while every ratio
+    ``d_j / d_(j+1)`` for ``j <= i`` is below ``g2nn_ratio`` (so one keypoint may match several
+    copies). A chain that reaches the last examined neighbour is not verified and stops there.
+
+    Returns:
+        ``(pairs, distances)``: (M, 2) int64 keypoint indices with ``i < j`` (unique), and
+        (M,) float32 descriptor distances, sorted by distance and capped at ``max_matches``.
+    """
+    n = len(keypoints.points)
+    if n < 2:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+    k = min(config.neighbours + 1, n)
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    knn = matcher.knnMatch(keypoints.descriptors, keypoints.descriptors, k=k)
+    idx = np.full((n, k), -1, np.int64)
+    dist = np.full((n, k), np.inf, np.float32)
+    for row, found in enumerate(knn):
+        for col, m in enumerate(found):
+            idx[row, col] = m.trainIdx
+            dist[row, col] = m.distance
+    pts = keypoints.points
+    safe = np.where(idx >= 0, idx, 0)
+    far = np.linalg.norm(pts[safe] - pts[:, None, :], axis=2) >= config.min_match_distance
+    valid = (idx >= 0) & (idx != np.arange(n)[:, None]) & far
+    # Compact the valid neighbours to the left, keeping distance order (stable sort on ~valid).
+    order = np.argsort(~valid, axis=1, kind="stable")
+    idx = np.take_along_axis(idx, order, axis=1)
+    dist = np.take_along_axis(np.where(valid, dist, np.inf), order, axis=1)
+    num, den = dist[:, :-1], dist[:, 1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(den > 0, num / den, 0.0)  # identical descriptors: 0/0 counts as a match
+    ratio = np.where(np.isfinite(den), ratio, 1.0)  # next neighbour unknown: cannot verify
+    keep = np.cumprod(ratio < config.g2nn_ratio, axis=1).astype(bool)
+    rows, cols = np.nonzero(keep)
+    if len(rows) == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+    a, b = rows.astype(np.int64), idx[rows, cols]
+    pairs = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
+    pairs, first = np.unique(pairs, axis=0, return_index=True)
+    distances = dist[rows, cols][first]
+    order = np.argsort(distances, kind="stable")[: config.max_matches]
+    return pairs[order], distances[order].astype(np.float32)
+
+
+def cluster_pairs(src: np.ndarray, dst: np.ndarray, cutoff: float) -> np.ndarray:
+    """Single-linkage clusters of matched pairs, with pair order ignored.
+
+    The distance between pairs ``(p, q)`` and ``(p', q')`` is
+    ``min(|p - p'| + |q - q'|, |p - q'| + |q - p'|)``: two matches belong together when both
+    ends are near each other, whichever end was listed first.
+
+    Args:
+        src, dst: (M, 2) float ends of the M matches.
+        cutoff: linkage distance (pixels) at which clusters stop merging.
+
+    Returns:
+        (M,) int cluster label per match (labels start at 1).
+    """
+    m = len(src)
+    if m == 0:
+        return np.zeros(0, np.int64)
+    if m == 1:
+        return np.ones(1, np.int64)
+    iu, ju = np.triu_indices(m, k=1)
+    same = np.linalg.norm(src[iu] - src[ju], axis=1) + np.linalg.norm(dst[iu] - dst[ju], axis=1)
+    swap = np.linalg.norm(src[iu] - dst[ju], axis=1) + np.linalg.norm(dst[iu] - src[ju], axis=1)
+    condensed = np.minimum(same, swap).astype(np.float64)
+    tree = linkage(condensed, method="single")
+    return fcluster(tree, t=cutoff, criterion="distance").astype(np.int64)
+
+
+def orient_pairs(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Swap the ends of matches so all displacements point like the median displacement.
+
+    Matching is symmetric, so a cluster's pairs come in either order; RANSAC needs them as
+    consistent (source, copy) pairs.
+    """
+    disp = dst - src
+    ref = disp[np.argmin(np.abs(disp - np.median(disp, axis=0)).sum(axis=1))]
+    flip = (disp @ ref) < 0
+    return np.where(flip[:, None], dst, src), np.where(flip[:, None], src, dst)
+
+
+def plausible(matrix: np.ndarray, src: np.ndarray, config: CopyMoveConfig) -> bool:
+    """A copy transform must keep orientation, scale mildly, move the region and be supported
+    by keypoints that are not all on one line."""
+    lin = matrix[:, :2]
+    if np.linalg.det(lin) <= 0:
+        return False
+    sv = np.linalg.svd(lin, compute_uv=False)
+    if sv.min() < config.min_scale or sv.max() > config.max_scale:
+        return False
+    moved = cv2.transform(src.reshape(-1, 1, 2).astype(np.float64), matrix).reshape(-1, 2)
+    if np.median(np.linalg.norm(moved - src, axis=1)) < config.min_match_distance:
+        return False
+    spread = np.linalg.svd(src - src.mean(axis=0), compute_uv=False)
+    return bool(spread.min() / np.sqrt(len(src)) >= 1.0)
+
+
+def estimate_transforms(
+    src: np.ndarray, dst: np.ndarray, config: CopyMoveConfig
+) -> list[CopyTransform]:
+    """Sequential RANSAC affine fits inside one cluster of (unordered) matches.
+
+    Args:
+        src, dst: (M, 2) float32 ends of the cluster's matches.
+    """
+    found: list[CopyTransform] = []
+    src, dst = orient_pairs(src, dst)
+    for _ in range(config.max_transforms_per_cluster):
+        if distinct_count(src, dst) < config.min_inliers:
+            break
+        matrix, inlier_flags = cv2.estimateAffine2D(
+            src,
+            dst,
+            method=cv2.RANSAC,
+            ransacReprojThreshold=config.ransac_threshold,
+            maxIters=2000,
+            confidence=0.995,
+            refineIters=10,
+        )
+        if matrix is None:
+            break
+        inl = inlier_flags.ravel().astype(bool)
+        if distinct_count(src[inl], dst[inl]) < config.min_inliers:
+            break
+        if plausible(matrix, src[inl], config):
+            found.append(CopyTransform(matrix.astype(np.float64), src[inl], dst[inl]))
+        src, dst = src[~inl], dst[~inl]
+    return found
+
+
+def _alignment_error(matrix: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:
+    """Median distance between ``matrix`` applied to ``src`` and ``dst`` (pixels)."""
+    moved = cv2.transform(src.reshape(-1, 1, 2).astype(np.float64), matrix).reshape(-1, 2)
+    return float(np.median(np.linalg.norm(moved - dst, axis=1)))
+
+
+def merge_transforms(
+    transforms: list[CopyTransform], config: CopyMoveConfig
+) -> list[CopyTransform]:
+    """Merge transforms that describe the same copy (a region split over two clusters, in
+    either direction), then sort by inlier count, strongest first."""
+    tol = 2 * config.ransac_threshold
+    merged: list[CopyTransform] = []
+    for t in sorted(transforms, key=lambda t: -t.inliers):
+        for kept in merged:
+            forward = _alignment_error(kept.matrix, t.source_points, t.target_points)
+            backward = _alignment_error(kept.matrix, t.target_points, t.source_points)
+            if min(forward, backward) <= tol:
+                src, dst = (t.source_points, t.target_points)
+                if backward < forward:
+                    src, dst = dst, src
+                kept.source_points = np.concatenate([kept.source_points, src])
+                kept.target_points = np.concatenate([kept.target_points, dst])
+                break
+        else:
+            merged.append(t)
+    return sorted(merged, key=lambda t: -t.inliers)
+
+
+def find_transforms(
+    keypoints: Keypoints, pairs: np.ndarray, shape: tuple[int, int], config: CopyMoveConfig
+) -> list[CopyTransform]:
+    """Cluster the matches and fit copy transforms in each cluster.
+
+    Args:
+        pairs: (M, 2) keypoint indices from :func:`g2nn_matches`.
+        shape: ``(h, w)`` of the working grid.
+    """
+    if len(pairs) < config.min_inliers:
+        return []
+    src = keypoints.points[pairs[:, 0]]
+    dst = keypoints.points[pairs[:, 1]]
+    cutoff = max(config.cluster_cutoff_min, config.cluster_cutoff * max(shape))
+    labels = cluster_pairs(src, dst, cutoff)
+    transforms: list[CopyTransform] = []
+    for label in np.unique(labels):
+        member = labels == label
+        if member.sum() >= config.min_inliers:
+            transforms.extend(estimate_transforms(src[member], dst[member], config))
+    return merge_transforms(transforms, config)
+
+
+def local_correlation(
+    a: np.ndarray, b: np.ndarray, sigma: float, variance_floor: float
+) -> np.ndarray:
+    """Zero-mean normalised cross-correlation of two images in a Gaussian window.
+
+    ``cov(a, b) / sqrt((var a + floor) * (var b + floor))``: near 1 where ``b`` is a copy of
+    ``a``, near 0 in flat windows (the floor) or unrelated content.
+
+    Args:
+        a, b: (h, w) float32.
+
+    Returns:
+        (h, w) float32 in [-1, 1].
+    """
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+    mean_a, mean_b = blur(a), blur(b)
+    var_a = np.maximum(blur(a * a) - mean_a * mean_a, 0.0)
+    var_b = np.maximum(blur(b * b) - mean_b * mean_b, 0.0)
+    cov = blur(a * b) - mean_a * mean_b
+    return (cov / np.sqrt((var_a + variance_floor) * (var_b + variance_floor))).astype(np.float32)
+
+
+def _warp(grey: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``out(x) = grey(matrix @ x)`` and where that sample lies inside the image."""
+    h, w = grey.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    out = cv2.warpAffine(grey, matrix, (w, h), flags=flags, borderMode=cv2.BORDER_REFLECT)
+    inside = cv2.warpAffine(
+        np.ones((h, w), np.uint8),
+        matrix,
+        (w, h),
+        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    return out, inside.astype(bool)
+
+
+def _region(
+    corr: np.ndarray, seeds: np.ndarray, config: CopyMoveConfig, close_radius: int
+) -> np.ndarray:
+    """Components of ``corr >= threshold`` that hold an inlier keypoint, cleaned and filled."""
+    h, w = corr.shape
+    binary = (corr >= config.correlation_threshold).astype(np.uint8)
+    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, labels = cv2.connectedComponents(binary, connectivity=8)
+    if count <= 1:
+        return np.zeros((h, w), bool)
+    seed_map = np.zeros((h, w), np.uint8)
+    xy = np.round(seeds).astype(np.int64)
+    xy[:, 0] = np.clip(xy[:, 0], 0, w - 1)
+    xy[:, 1] = np.clip(xy[:, 1], 0, h - 1)
+    seed_map[xy[:, 1], xy[:, 0]] = 1
+    # A keypoint sits at a blob's centre, where the window may straddle the region's edge:
+    # accept components within a few pixels of it.
+    seed_map = cv2.dilate(seed_map, np.ones((7, 7), np.uint8))
+    hit = np.unique(labels[(seed_map > 0) & (labels > 0)])
+    region = np.isin(labels, hit).astype(np.uint8)
+    size = 2 * close_radius + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, kernel)
+    return ndimage.binary_fill_holes(region > 0)
+
+
+def refine(grey: np.ndarray, transform: CopyTransform, config: CopyMoveConfig) -> None:
+    """Fill ``transform``'s source/target masks and strength from the local correlation between
+    the image and the image warped by the transform (forward for the source region, inverse
+    for the copy), keeping components that contain inlier keypoints.
+
+    Args:
+        grey: (h, w) uint8 working-grid luma.
+    """
+    h, w = grey.shape
+    plane = grey.astype(np.float32)
+    close_radius = max(3, round(0.006 * max(h, w)))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    strength = np.zeros((h, w), np.float32)
+    masks = []
+    inverse = cv2.invertAffineTransform(transform.matrix)
+    for matrix, seeds in (
+        (transform.matrix, transform.source_points),
+        (inverse, transform.target_points),
+    ):
+        warped, inside = _warp(plane, matrix)
+        corr = local_correlation(plane, warped, config.correlation_sigma, config.variance_floor)
+        # Pixels the transform barely moves correlate with themselves: not evidence of a copy.
+        shift = np.hypot(
+            matrix[0, 0] * xx + matrix[0, 1] * yy + matrix[0, 2] - xx,
+            matrix[1, 0] * xx + matrix[1, 1] * yy + matrix[1, 2] - yy,
+        )
+        corr[~inside | (shift < config.min_match_distance)] = 0.0
+        region = _region(corr, seeds, config, close_radius)
+        masks.append(region)
+        strength = np.maximum(strength, np.where(region, np.clip(corr, 0.0, 1.0), 0.0))
+    transform.source_mask, transform.target_mask = masks
+    transform.strength = strength
+
+
+@dataclass
+class CopyMoveAnalysis:
+    """Everything the detector found on the working grid.
+
+    Attributes:
+        scale: working grid / stored grid size ratio.
+        keypoints: SIFT keypoints on the working grid.
+        pairs: (M, 2) g2NN matches (keypoint indices).
+        transforms: confirmed copies, strongest first, with refined masks.
+        correlation: (h, w) float32 best local correlation over the examined transforms
+            (before region selection), in [0, 1], for the explain view.
+    """
+
+    scale: float
+    keypoints: Keypoints
+    pairs: np.ndarray
+    transforms: list[CopyTransform]
+    correlation: np.ndarray
+
+
+def analyse(rgb: np.ndarray, config: CopyMoveConfig | None = None) -> CopyMoveAnalysis:
+    """Run the whole detector on an RGB image.
+
+    Args:
+        rgb: (H, W, 3) uint8 on the stored grid.
+
+    Returns:
+        A :class:`CopyMoveAnalysis` on the working grid (see ``scale``).
+    """
+    config = config or CopyMoveConfig()
+    grey, scale = working_grey(rgb, config.max_side)
+    keypoints = detect_keypoints(grey, config)
+    pairs, _ = g2nn_matches(keypoints, config)
+    candidates = find_transforms(keypoints, pairs, grey.shape, config)
+    min_area = config.min_region_fraction * grey.size
+    confirmed: list[CopyTransform] = []
+    correlation = np.zeros(grey.shape, np.float32)
+    for t in candidates:
+        refine(grey, t, config)
+        assert t.source_mask is not None and t.target_mask is not None and t.strength is not None
+        correlation = np.maximum(correlation, t.strength)
+        if t.source_mask.sum() >= min_area and t.target_mask.sum() >= min_area:
+            confirmed.append(t)
+    return CopyMoveAnalysis(scale, keypoints, pairs, confirmed, correlation)
+
+
+def describe_transform(matrix: np.ndarray) -> dict[str, float]:
+    """Rotation (degrees, counter-clockwise in the image as displayed), isotropic scale and
+    shift of a (2, 3) affine, for readings."""
+    lin = matrix[:, :2]
+    # Image y points down, so a displayed counter-clockwise turn has a negative matrix angle.
+    angle = -float(np.degrees(np.arctan2(lin[1, 0] - lin[0, 1], lin[0, 0] + lin[1, 1])))
+    scale = float(np.sqrt(abs(np.linalg.det(lin))))
+    return {
+        "rotation_deg": angle,
+        "scale": scale,
+        "dx": float(matrix[0, 2]),
+        "dy": float(matrix[1, 2]),
+    }
