@@ -14,7 +14,7 @@ import sys
 import typer
 
 from forgectl import __version__
-from forgectl.commands import localize, methods
+from forgectl.commands import benchmark, explain, localize, methods, synth, train
 
 app = typer.Typer(
     name="forgectl",
@@ -26,6 +26,10 @@ app = typer.Typer(
 
 app.command("localize")(localize.localize)
 app.command("methods")(methods.methods)
+app.command("benchmark")(benchmark.benchmark)
+app.command("explain")(explain.explain)
+app.command("synth")(synth.synth)
+app.command("train")(train.train)
 
 
 def _version(value: bool) -> None:

@@ -18,6 +18,10 @@ __all__ = ["Backend", "MethodSpec", "Result", "available", "get_class", "get_spe
 _REGISTRY: dict[str, str] = {
     "ela": "forgectl.backends.ela:ElaBackend",
     "copymove": "forgectl.backends.copymove:CopyMoveBackend",
+    "dq": "forgectl.backends.dq:DqBackend",
+    "grid": "forgectl.backends.grid:GridBackend",
+    "noise": "forgectl.backends.noise:NoiseBackend",
+    "ghost": "forgectl.backends.ghost:GhostBackend",
 }
 
 
