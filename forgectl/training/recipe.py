@@ -79,8 +79,9 @@ class Recipe:
         """A fresh model for ``config`` (pretrained parts loaded from local packages only)."""
         raise NotImplementedError
 
-    def prepare(self, sample: SynthSample, config: dict[str, Any], rng: np.random.Generator
-                ) -> dict[str, Any]:
+    def prepare(
+        self, sample: SynthSample, config: dict[str, Any], rng: np.random.Generator
+    ) -> dict[str, Any]:
         """Turn one sample into a dict of tensors of fixed size (crop on the 8x8 grid)."""
         raise NotImplementedError
 
@@ -94,8 +95,9 @@ class Recipe:
             out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
         return out
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, Any], config: dict[str, Any]
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, Any], config: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss (scalar tensor) and named float logs."""
         raise NotImplementedError
 

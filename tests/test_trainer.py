@@ -1,0 +1,406 @@
+"""The shared trainer: a toy recipe learns, a killed run resumes to the same weights, shipping.
+
+A toy :class:`Recipe` (three convolutions predicting the mask from RGB) trains on a fake sample
+source: small photo-like images in which a rectangle got strong pixel noise (the "forgery"),
+so the task is learnable in a few dozen steps on one core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from forgectl.backends.base import Backend, MethodSpec, Result, sha256_file
+from forgectl.errors import UsageError
+from forgectl.intake import ForensicImage, image_from_array
+from forgectl.training import losses
+from forgectl.training.recipe import Recipe, SynthSample
+from forgectl.training.trainer import (
+    RunOptions,
+    Schedule,
+    TrainData,
+    Trainer,
+    TrainingInterrupted,
+    load_recipe,
+    load_tensors,
+)
+from tests.conftest import natural_image
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 40  # image side of the fake samples
+CROP = 32
+
+
+class NoisePatchSource:
+    """Deterministic fake engine: sample i = a photo-like image, 3 in 4 with a noisy rectangle."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.bases = [natural_image(SIZE, SIZE, seed=s) for s in range(4)]
+
+    def sample(self, index: int) -> SynthSample:
+        rng = np.random.default_rng([self.seed, index])
+        rgb = self.bases[index % 4].astype(np.float32)
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        if rng.random() < 0.75:
+            h, w = rng.integers(10, 22, 2)
+            y, x = rng.integers(0, SIZE - h), rng.integers(0, SIZE - w)
+            mask[y : y + h, x : x + w] = 1
+            rgb[y : y + h, x : x + w] += rng.normal(0, 25, (h, w, 3))
+        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+        return SynthSample(
+            image=image_from_array(rgb),
+            file_bytes=b"",
+            file_ext=".png",
+            mask=mask,
+            boxes=np.zeros((0, 4), np.float32),
+            kind="splice" if mask.any() else "authentic",
+            seed=index,
+        )
+
+
+class ToyNet(nn.Module):
+    """A fixed high-pass residual (as forensic nets start) and three convolutions."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 1, 1),
+        )
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, 1, H, W) mask logits."""
+        residual = rgb - F.avg_pool2d(rgb, 3, 1, 1, count_include_pad=False)
+        return self.convs(10.0 * residual)
+
+
+class ToyRecipe(Recipe):
+    name = "toy"
+    configs = {
+        "tiny": {
+            "width": 8,
+            "crop": CROP,
+            "batch_size": 8,
+            "lr": 1e-2,
+            "steps": 40,
+            "warmup_steps": 3,
+            "loss": {"bce": 1.0, "dice": 0.5},
+        },
+    }
+
+    def build_model(self, config: dict[str, Any]) -> nn.Module:
+        return ToyNet(config["width"])
+
+    def prepare(
+        self, sample: SynthSample, config: dict[str, Any], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        c = config["crop"]
+        h, w = sample.mask.shape
+        y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+        rgb = sample.image.rgb[y : y + c, x : x + c].astype(np.float32) / 255.0
+        mask = sample.mask[y : y + c, x : x + c].astype(np.float32)
+        return {
+            "image": torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
+            "mask": torch.from_numpy(mask)[None],
+        }
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Any], config: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return losses.mask_loss(config["loss"], model(batch["image"]), batch["mask"])
+
+    def predict(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return torch.sigmoid(model(batch["image"]))
+
+
+class ToyBackend(Backend):
+    """The toy model as a backend (weights + card from the trainer), for the dev-set path."""
+
+    spec = MethodSpec(
+        name="toy", summary="test toy", kind="learned", weights="toy-tiny.safetensors"
+    )
+
+    def analyze(self, image: ForensicImage) -> Result:
+        card = self.model_card()
+        model = ToyRecipe().build_model(card["config"])
+        model.load_state_dict(load_tensors(self.weights_path))
+        rgb = torch.from_numpy(image.rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            heatmap = torch.sigmoid(model(rgb))[0, 0].numpy()
+        return Result.from_heatmap(heatmap, self.threshold)
+
+
+def make_trainer(
+    run_dir: Path,
+    steps: int = 40,
+    on_step=None,
+    out_dir: Path | None = None,
+    resume: bool = False,
+    **opts: Any,
+) -> Trainer:
+    recipe = ToyRecipe()
+    config = dict(recipe.configs["tiny"], steps=steps)
+    data = TrainData(
+        train=NoisePatchSource(0),
+        val=NoisePatchSource(99),
+        info={"source": "NoisePatchSource (test fake)"},
+    )
+    options = RunOptions(
+        run_dir=run_dir,
+        out_dir=out_dir,
+        seed=3,
+        threads=1,
+        workers=0,
+        resume=resume,
+        progress=False,
+        val_samples=8,
+        **{"val_every": 10, "ckpt_every": 4, **opts},
+    )
+    return Trainer(recipe, "tiny", config, data, options, on_step=on_step)
+
+
+def log_records(run_dir: Path, event: str) -> list[dict[str, Any]]:
+    lines = (run_dir / "train.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+def final_model(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = json.loads((run_dir / "checkpoint.json").read_text())
+    tensors = load_tensors(run_dir / state["checkpoint"])
+    return {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """An uninterrupted 12-step run (checkpoints every 4, validation every 10)."""
+    run_dir = tmp_path_factory.mktemp("ref")
+    make_trainer(run_dir, steps=12).run()
+    return run_dir
+
+
+def test_schedule_warmup_then_cosine() -> None:
+    s = Schedule(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert s.lr_at(0) == pytest.approx(0.1)
+    assert s.lr_at(9) == pytest.approx(1.0)
+    assert s.lr_at(10) == pytest.approx(1.0)
+    assert s.lr_at(55) == pytest.approx(0.1 + 0.9 * 0.5, abs=0.02)  # mid-decay
+    assert s.lr_at(99) == pytest.approx(0.1, abs=0.01)
+    lrs = [s.lr_at(i) for i in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_toy_model_loss_falls(tmp_path: Path) -> None:
+    summary = make_trainer(tmp_path, steps=40, ckpt_every=0).run()
+    steps = log_records(tmp_path, "step")
+    assert [r["step"] for r in steps] == list(range(1, 41))
+    first = np.mean([r["loss"] for r in steps[:8]])
+    last = np.mean([r["loss"] for r in steps[-8:]])
+    assert last < 0.6 * first, (first, last)
+    # Validation ran on the synthetic set (at 10, 20, 30 and at the end) with pixel metrics.
+    vals = log_records(tmp_path, "validation")
+    assert [v["step"] for v in vals] == [10, 20, 30, 40]
+    assert vals[-1]["val_n_tampered"] + vals[-1]["val_n_authentic"] == 8
+    # It learned the forgery, not just the share of manipulated pixels (which scores F1 0).
+    assert vals[-1]["val_loss"] < vals[0]["val_loss"]
+    assert vals[-1]["val_f1"] > 0.7 and vals[-1]["val_pixel_auc"] > 0.9
+    assert summary["best"]["metric"] == "val_f1"
+    assert all(k in steps[0] for k in ("lr", "samples_per_s", "grad_norm", "bce", "dice"))
+
+
+def test_crashed_run_resumes_to_the_same_weights(tmp_path: Path, reference_run: Path) -> None:
+    def crash(step: int, _record: dict[str, Any]) -> None:
+        if step == 7:
+            raise RuntimeError("simulated kill")
+
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        make_trainer(tmp_path, steps=12, on_step=crash).run()
+    state = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert state["step"] == 4  # the last periodic checkpoint before the kill
+    assert len(list(tmp_path.glob("ckpt-*.safetensors"))) == 1
+
+    with pytest.raises(UsageError, match="--resume"):
+        make_trainer(tmp_path, steps=12).run()
+    make_trainer(tmp_path, steps=12, resume=True).run()
+    assert log_records(tmp_path, "resume")[0]["step"] == 4
+    resumed = [r["step"] for r in log_records(tmp_path, "step")]
+    assert resumed == [1, 2, 3, 4, 5, 6, 7] + list(range(5, 13))
+
+    ref, got = final_model(reference_run), final_model(tmp_path)
+    assert ref.keys() == got.keys() and len(ref) > 6
+    for key in ref:
+        assert torch.equal(ref[key], got[key]), key
+
+
+def test_sigterm_checkpoints_the_current_step(tmp_path: Path, reference_run: Path) -> None:
+    def terminate(step: int, _record: dict[str, Any]) -> None:
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 5/12"):
+        make_trainer(tmp_path, steps=12, on_step=terminate).run()
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 5
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    make_trainer(tmp_path, steps=12, resume=True).run()
+    ref, got = final_model(reference_run), final_model(tmp_path)
+    for key in ref:
+        assert torch.equal(ref[key], got[key]), key
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path, reference_run: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_run, run_dir)
+    with pytest.raises(UsageError, match="config"):
+        make_trainer(run_dir, steps=20, resume=True).run()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_ships_weights_and_card(tmp_path: Path, dtype: str) -> None:
+    out = tmp_path / "weights"
+    card = make_trainer(tmp_path / "run", steps=10, out_dir=out, dtype=dtype, val_every=5).run()
+    weights = out / "toy-tiny.safetensors"
+    on_disk = json.loads((out / "toy-tiny.json").read_text())
+    assert on_disk == card
+    assert card["weights"]["sha256"] == sha256_file(weights)
+    assert card["weights"]["dtype"] == dtype
+    assert card["method"] == "toy" and card["config_name"] == "tiny"
+    assert card["config"]["steps"] == 10
+    assert card["training"]["optimizer"]["name"] == "AdamW"
+    assert card["training"]["steps"] == 10 and card["training"]["batch_size"] == 8
+    assert card["weights"]["selected"]["which"] == "best"
+    assert card["metrics"]["best"]["step"] in (5, 10)
+    assert card["data"] == {"source": "NoisePatchSource (test fake)"}
+    tensors = load_tensors(weights)
+    assert all(v.dtype == getattr(torch, dtype) for v in tensors.values())
+    model = ToyRecipe().build_model(ToyRecipe.configs["tiny"])
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})  # loads cleanly
+
+
+def test_dataloader_workers_give_the_same_batches(tmp_path: Path) -> None:
+    from forgectl.training.trainer import RecipeDataset, make_loader
+
+    recipe = ToyRecipe()
+    config = recipe.configs["tiny"]
+    dataset = RecipeDataset(NoisePatchSource(0), recipe, config, seed=3, length=4 * 8)
+    inline = list(make_loader(dataset, recipe, 8, 1, 4, workers=0))
+    pooled = list(make_loader(dataset, recipe, 8, 1, 4, workers=2))
+    assert len(inline) == len(pooled) == 3
+    for a, b in zip(inline, pooled, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+
+
+def test_classical_method_cannot_be_trained() -> None:
+    with pytest.raises(UsageError, match="cannot be trained"):
+        load_recipe("ela")
+    with pytest.raises(UsageError, match="unknown method"):
+        load_recipe("no-such-method")
+
+
+def test_cli_train_refuses_untrainable_method(tmp_path: Path) -> None:
+    env = dict(os.environ, FORGECTL_DEBUG="")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "forgectl",
+            "train",
+            "--method",
+            "ela",
+            "--images",
+            str(tmp_path),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be trained" in lines[0]
+
+
+def test_trains_on_the_real_engine_and_describes_the_data(tmp_path: Path) -> None:
+    from forgectl.intake import encode_jpeg
+    from forgectl.outputs import png_bytes
+    from forgectl.training.trainer import corpus_data
+
+    corpus = tmp_path / "corpus"
+    for i in range(10):
+        folder = corpus / ("pngs" if i % 2 else "jpegs")
+        folder.mkdir(parents=True, exist_ok=True)
+        rgb = natural_image(120, 160, seed=i)
+        if i % 2:
+            (folder / f"p{i}.png").write_bytes(png_bytes(rgb))
+        else:
+            (folder / f"j{i}.jpg").write_bytes(encode_jpeg(rgb, 85))
+    recipe = ToyRecipe()
+    config = dict(recipe.configs["tiny"], steps=2, batch_size=2, synth={"size_range": [64, 96]})
+    data = corpus_data([corpus], config, seed=0, kinds=["splice", "authentic"])
+    options = RunOptions(
+        run_dir=tmp_path / "run",
+        out_dir=tmp_path / "w",
+        threads=1,
+        progress=False,
+        val_samples=2,
+        val_every=0,
+        ckpt_every=0,
+    )
+    card = Trainer(recipe, "tiny", config, data, options).run()
+    info = card["data"]
+    assert info["train_photos"] + info["val_photos"] <= 10 and info["train_photos"] >= 5
+    assert set(info["photo_formats"]) <= {"PNG", "JPG"} and sum(info["photo_formats"].values())
+    assert set(info["kinds"]) == {"splice", "authentic"}
+    assert info["synth_config"]["size_range"] == [64, 96]
+    assert "JPEG" in info["note"] and "licen" in info["note"].lower()
+    assert set(info["licences_by_folder"]) <= {"pngs", "jpegs"}
+    final = card["metrics"]["final"]
+    assert final["val_n_tampered"] + final["val_n_authentic"] == 2
+
+
+def test_dev_set_is_evaluated_with_the_backend_and_never_picks_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forgectl import backends
+    from forgectl.outputs import png_bytes
+
+    monkeypatch.setitem(backends._REGISTRY, "toy", "tests.test_trainer:ToyBackend")
+    dev = tmp_path / "dev"
+    source = NoisePatchSource(7)
+    for i in range(4):
+        sample = source.sample(i)
+        folder = "images" if sample.mask.any() else "authentic"
+        (dev / folder).mkdir(parents=True, exist_ok=True)
+        (dev / folder / f"{i}.png").write_bytes(png_bytes(sample.image.rgb))
+        if sample.mask.any():
+            (dev / "masks").mkdir(exist_ok=True)
+            (dev / "masks" / f"{i}.png").write_bytes(png_bytes(sample.mask * 255))
+    card = make_trainer(
+        tmp_path / "run", steps=6, out_dir=tmp_path / "w", dev=dev, val_every=3
+    ).run()
+    final = card["metrics"]["final"]
+    assert final["dev_n"] == 4 and final["dev_errors"] == 0
+    assert 0.0 <= final["dev_f1"] <= 1.0
+    assert [v["step"] for v in log_records(tmp_path / "run", "validation")] == [3, 6]
+    assert card["metrics"]["best"]["metric"] == "val_f1"
+    assert not list((tmp_path / "run").glob(".dev-*"))  # temporary weights cleaned up
+    with pytest.raises(UsageError, match="never used to choose"):
+        RunOptions(run_dir=tmp_path, best_metric="dev_f1")
