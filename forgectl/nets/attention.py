@@ -1,0 +1,119 @@
+"""Attention blocks: channel-spatial fusion of two streams, query attention, anomaly enhancement."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1,
+                 groups: int = 1) -> nn.Sequential:
+    """Conv (no bias) + BatchNorm + ReLU with 'same' padding for odd kernels."""
+    pad = dilation * (k // 2)
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, groups=groups,
+                  bias=False),
+        nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class ChannelSpatialAttention(nn.Module):
+    """Fuse two maps of the same size: concat, 1x1, channel attention, then spatial attention.
+
+    Channel attention weighs channels from average- and max-pooled descriptors through a shared
+    bottleneck MLP; spatial attention weighs positions from the channel mean and max through a
+    7x7 convolution (CBAM order). The first input is added back, so the fusion starts close to
+    the visual stream and learns how much frequency evidence to let in.
+
+    Shapes: ``a (B, Ca, H, W)``, ``b (B, Cb, H, W)`` -> ``(B, out_channels, H, W)``
+    (``out_channels`` must equal ``Ca``).
+    """
+
+    def __init__(self, a_channels: int, b_channels: int, out_channels: int,
+                 reduction: int = 4) -> None:
+        super().__init__()
+        if out_channels != a_channels:
+            raise ValueError("out_channels must equal the first input's channels (residual)")
+        hidden = max(8, out_channels // reduction)
+        self.merge = conv_bn_relu(a_channels + b_channels, out_channels, k=1)
+        self.channel_mlp = nn.Sequential(
+            nn.Conv2d(out_channels, hidden, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, out_channels, 1),
+        )
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape[-2:] != b.shape[-2:] or a.shape[0] != b.shape[0]:
+            raise ValueError(f"inputs differ in size: {tuple(a.shape)} vs {tuple(b.shape)}")
+        x = self.merge(torch.cat([a, b], dim=1))
+        avg = F.adaptive_avg_pool2d(x, 1)
+        mx = F.adaptive_max_pool2d(x, 1)
+        x = x * torch.sigmoid(self.channel_mlp(avg) + self.channel_mlp(mx))
+        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        x = x * torch.sigmoid(self.spatial(desc))
+        return a + x
+
+
+class QueryAttention(nn.Module):
+    """Learnable queries gather evidence from a feature map; each position then reads them back.
+
+    Step 1 (gather): ``num_queries`` learned vectors cross-attend to the map's positions and go
+    through an MLP, so each query can specialise on one kind of anomaly. Step 2 (broadcast):
+    every position cross-attends to the updated queries. The result is an enhancement the caller
+    adds to the map; the last projection starts at zero so the block begins as the identity.
+
+    Shapes: ``(B, C, H, W)`` -> ``(B, C, H, W)`` (the enhancement, not the sum).
+    """
+
+    def __init__(self, channels: int, dim: int = 64, num_queries: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_queries, dim) * 0.02)
+        self.inp = nn.Conv2d(channels, dim, 1)
+        self.norm_tokens = nn.LayerNorm(dim)
+        self.gather = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm_q = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.norm_q2 = nn.LayerNorm(dim)
+        self.broadcast = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.out = nn.Conv2d(dim, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        tokens = self.norm_tokens(self.inp(x).flatten(2).transpose(1, 2))  # (B, HW, D)
+        q = self.queries.unsqueeze(0).expand(b, -1, -1)
+        q = q + self.gather(q, tokens, tokens, need_weights=False)[0]
+        q = q + self.mlp(self.norm_q(q))
+        q = self.norm_q2(q)
+        read = self.broadcast(tokens, q, q, need_weights=False)[0]  # (B, HW, D)
+        return self.out(read.transpose(1, 2).reshape(b, -1, h, w))
+
+
+class AnomalyEnhancement(nn.Module):
+    """Query attention on two middle scales, added back to each and fused across them.
+
+    ``fine`` is at stride s, ``coarse`` at stride 2s. Each gets its own query attention; the
+    enhancement of each scale is also passed (projected, resized) to the other, so both
+    outputs carry evidence from both scales.
+
+    Shapes: ``fine (B, Cf, H, W)``, ``coarse (B, Cc, H/2, W/2)`` -> same shapes.
+    """
+
+    def __init__(self, fine_channels: int, coarse_channels: int, dim: int = 64,
+                 num_queries: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.attend_fine = QueryAttention(fine_channels, dim, num_queries, heads)
+        self.attend_coarse = QueryAttention(coarse_channels, dim, num_queries, heads)
+        self.coarse_to_fine = nn.Conv2d(coarse_channels, fine_channels, 1)
+        self.fine_to_coarse = nn.Conv2d(fine_channels, coarse_channels, 3, stride=2, padding=1)
+
+    def forward(self, fine: torch.Tensor, coarse: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        e_fine = self.attend_fine(fine)
+        e_coarse = self.attend_coarse(coarse)
+        up = F.interpolate(self.coarse_to_fine(e_coarse), size=fine.shape[-2:], mode="bilinear",
+                           align_corners=False)
+        down = self.fine_to_coarse(e_fine)
+        return fine + e_fine + up, coarse + e_coarse + down

@@ -1,0 +1,274 @@
+"""Omni-IML (Qu, Zhong, Guo, Jin, 2024): modal gate encoder, anomaly enhancement, dynamic decoder.
+
+Data flow (strides relative to the input; ``C_s`` = encoder channels at stride s)::
+
+    rgb (B,3,H,W) --encoder stages to stride 8--> C4 (stride 4), V (B,C_8,H/8,W/8)
+    dct (B,H,W), qtable (B,8,8) --FrequencyHead--> Q (B,C_8,H/8,W/8)
+    fused = ChannelSpatialAttention(V, Q)
+    coarse_rgb = aux(V), coarse_fused = aux(fused)          (B,1,H/8,W/8) logits
+    gate = classifier(V, fused, coarse_rgb, coarse_fused)   (B,) logit of "RGB alone is better"
+    S8 = V where the gate picks RGB else fused              (per image)
+    S16, S32 = remaining encoder stages on S8
+    S8, S16 = AnomalyEnhancement(S8, S16)                   (+ box branch when training)
+    DynamicWeightDecoder([C4, S8, S16, S32]) -> mask logits (B,1,H/4,W/4) -> upsampled to (H,W)
+
+The gate is a hard per-image choice. In training the route follows the gate's *label* (computed
+from the two coarse masks against the ground truth: RGB when its IoU beats the fused one by
+``gate_margin``), and the classifier learns to predict that label; at inference the classifier
+decides. Inputs without JPEG data (``has_jpeg`` False) always take the RGB route.
+
+Configs are data (:data:`OMNI_CONFIGS`); ``tiny`` is the CPU-trained shipped model, ``paper``
+the published scale (ConvNeXt-B at 512x512), ``tiny-scratch`` the tiny model on a from-scratch
+ConvNeXt V2 backbone (for the backbone comparison).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from forgectl.nets.attention import AnomalyEnhancement, ChannelSpatialAttention, conv_bn_relu
+from forgectl.nets.decoders import DynamicWeightDecoder
+from forgectl.nets.detection import create_box_head
+from forgectl.nets.encoders import create_encoder
+from forgectl.nets.frequency import FrequencyHead
+
+OMNI_CONFIGS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "encoder": "efficientnet_lite0",
+        "pretrained": True,
+        "input_size": 256,
+        "frequency": {"mid_channels": 16, "freq_channels": 8, "hidden_channels": 64,
+                      "blocks": 1, "clip": 20, "qt_vocab": 64},
+        "fusion_reduction": 4,
+        "gate_margin": 0.1,
+        "anomaly": {"dim": 64, "queries": 16, "heads": 4},
+        "decoder": {"channels": 48, "ppm_bins": [1, 2, 3, 6], "dilations": [2, 3, 6],
+                    "num_basis": 4},
+        "box_head": {"kind": "dense", "channels": 48},
+    },
+    "paper": {
+        "encoder": "convnext_base",
+        "pretrained": False,  # no local ConvNeXt-B weights; load your own ImageNet weights
+        "input_size": 512,
+        "frequency": {"mid_channels": 64, "freq_channels": 16, "hidden_channels": 256,
+                      "blocks": 3, "clip": 20, "qt_vocab": 64},
+        "fusion_reduction": 4,
+        "gate_margin": 0.1,
+        "anomaly": {"dim": 256, "queries": 100, "heads": 8},
+        "decoder": {"channels": 256, "ppm_bins": [1, 2, 3, 6], "dilations": [2, 3, 6],
+                    "num_basis": 4},
+        "box_head": {"kind": "rcnn", "channels": 256},
+    },
+}
+
+
+#: The backbone comparison of the issue: the tiny config on a from-scratch ConvNeXt V2-Atto
+#: instead of the ImageNet-pretrained EfficientNet-Lite0 (everything else identical).
+OMNI_CONFIGS["tiny-scratch"] = {**copy.deepcopy(OMNI_CONFIGS["tiny"]),
+                                "encoder": "convnextv2_atto", "pretrained": False}
+
+
+def omni_config(name: str) -> dict[str, Any]:
+    """A deep copy of a named config."""
+    try:
+        return copy.deepcopy(OMNI_CONFIGS[name])
+    except KeyError:
+        raise ValueError(f"unknown omni config {name!r} (known: {', '.join(OMNI_CONFIGS)})"
+                         ) from None
+
+
+def mask_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """(B,) IoU of ``sigmoid(logits) >= threshold`` with ``target >= 0.5``; 1 when both are empty.
+
+    Shapes: ``logits`` and ``target`` (B, 1, h, w).
+    """
+    pred = torch.sigmoid(logits) >= threshold
+    gt = target >= 0.5
+    inter = (pred & gt).flatten(1).sum(1).float()
+    union = (pred | gt).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def gate_labels(coarse_rgb: torch.Tensor, coarse_fused: torch.Tensor, target: torch.Tensor,
+                margin: float = 0.1) -> torch.Tensor:
+    """(B,) bool: True where RGB alone is better, i.e. IoU(rgb) > IoU(fused) + ``margin``.
+
+    ``target`` is the ground-truth mask at the coarse masks' size, (B, 1, h, w) in [0, 1].
+    """
+    return mask_iou(coarse_rgb, target) > mask_iou(coarse_fused, target) + margin
+
+
+class CoarseMaskHead(nn.Sequential):
+    """(B, C, h, w) -> (B, 1, h, w) logits: 3x3 conv-BN-ReLU then 1x1."""
+
+    def __init__(self, channels: int, hidden: int = 32) -> None:
+        super().__init__(conv_bn_relu(channels, hidden, 3), nn.Conv2d(hidden, 1, 1))
+
+
+class ModalGateClassifier(nn.Module):
+    """Picks the modality per image from both feature maps and both coarse masks.
+
+    Shapes: ``rgb, fused (B, C, h, w)``, ``coarse_rgb, coarse_fused (B, 1, h, w)`` logits ->
+    ``(B,)`` logit that RGB alone is better.
+    """
+
+    def __init__(self, channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn_relu(2 * channels + 2, hidden, 3, stride=2),
+            conv_bn_relu(hidden, hidden, 3, stride=2),
+        )
+        self.fc = nn.Linear(2 * hidden, 1)
+
+    def forward(self, rgb: torch.Tensor, fused: torch.Tensor, coarse_rgb: torch.Tensor,
+                coarse_fused: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([rgb, fused, torch.sigmoid(coarse_rgb), torch.sigmoid(coarse_fused)], 1)
+        x = self.body(x)
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        return self.fc(pooled).squeeze(1)
+
+
+class OmniIML(nn.Module):
+    """Omni-IML for one config (see the module docstring for the data flow).
+
+    Args:
+        config: one of :data:`OMNI_CONFIGS` (or a variant of it).
+        with_box_head: build the training-only box branch (never at inference).
+        pretrained: load the encoder's local pretrained weights (overrides the config's flag;
+            inference builds with False and loads its own weights file).
+    """
+
+    def __init__(self, config: dict[str, Any], with_box_head: bool = False,
+                 pretrained: bool | None = None) -> None:
+        super().__init__()
+        self.config = copy.deepcopy(config)
+        use_pretrained = bool(config.get("pretrained", False)) if pretrained is None else pretrained
+        self.encoder = create_encoder(config["encoder"], pretrained=use_pretrained)
+        enc = self.encoder
+        self.i4, self.i8, self.i16 = enc.stage_index(4), enc.stage_index(8), enc.stage_index(16)
+        self.i32 = enc.stage_index(32)
+        c4, c8, c16, c32 = (enc.channels[i] for i in (self.i4, self.i8, self.i16, self.i32))
+        self.gate_margin = float(config.get("gate_margin", 0.1))
+
+        freq = dict(config["frequency"])
+        self.frequency = FrequencyHead(c8, **freq)
+        self.fusion = ChannelSpatialAttention(c8, c8, c8, config.get("fusion_reduction", 4))
+        self.coarse_rgb = CoarseMaskHead(c8)
+        self.coarse_fused = CoarseMaskHead(c8)
+        self.gate = ModalGateClassifier(c8)
+
+        an = config["anomaly"]
+        self.anomaly = AnomalyEnhancement(c8, c16, an["dim"], an["queries"], an["heads"])
+        dec = config["decoder"]
+        self.decoder = DynamicWeightDecoder(
+            [c4, c8, c16, c32], dec["channels"], tuple(dec["ppm_bins"]), tuple(dec["dilations"]),
+            dec["num_basis"],
+        )
+        self.box_head: nn.Module | None = None
+        if with_box_head:
+            bh = config["box_head"]
+            self.box_head = create_box_head(bh["kind"], [c8, c16], [8, 16], bh["channels"])
+
+    def encode_head(self, image: torch.Tensor, dct: torch.Tensor, qtable: torch.Tensor,
+                    has_jpeg: torch.Tensor) -> dict[str, Any]:
+        """The Modal Gate Encoder up to the gate decision.
+
+        Args:
+            image: (B, 3, H, W) normalized with the encoder's mean and std
+                (:func:`forgectl.nets.encoders.encoder_entry`), H and W multiples of 32.
+            dct: (B, H, W) integer Y DCT coefficients (or clipped magnitudes) on the image grid.
+            qtable: (B, 8, 8) integer Y quantization steps.
+            has_jpeg: (B,) bool; images without JPEG data skip the frequency stream.
+
+        Returns:
+            ``stage_outputs`` (encoder maps up to stride 8), ``rgb8``, ``fused8`` (or None),
+            ``coarse_rgb``, ``coarse_fused`` (or None), ``gate_logit`` ((B,) or None).
+        """
+        if image.ndim != 4 or image.shape[1] != 3 or image.shape[2] % 32 or image.shape[3] % 32:
+            raise ValueError(f"image must be (B, 3, 32k, 32m), got {tuple(image.shape)}")
+        if dct.shape != (image.shape[0], *image.shape[2:]):
+            raise ValueError(f"dct {tuple(dct.shape)} does not match image {tuple(image.shape)}")
+        outs = self.encoder.run(image, 0, self.i8 + 1)
+        rgb8 = outs[-1]
+        out: dict[str, Any] = {"stage_outputs": outs, "rgb8": rgb8,
+                               "coarse_rgb": self.coarse_rgb(rgb8), "fused8": None,
+                               "coarse_fused": None, "gate_logit": None}
+        if bool(has_jpeg.any()):
+            fused8 = self.fusion(rgb8, self.frequency(dct, qtable))
+            out["fused8"] = fused8
+            out["coarse_fused"] = self.coarse_fused(fused8)
+            out["gate_logit"] = self.gate(rgb8, fused8, out["coarse_rgb"], out["coarse_fused"])
+        return out
+
+    def forward(self, image: torch.Tensor, dct: torch.Tensor, qtable: torch.Tensor,
+                has_jpeg: torch.Tensor, use_rgb: torch.Tensor | None = None,
+                mask_target: torch.Tensor | None = None, boxes: list[torch.Tensor] | None = None
+                ) -> dict[str, Any]:
+        """Full model.
+
+        Args:
+            image, dct, qtable, has_jpeg: as in :meth:`encode_head`.
+            use_rgb: (B,) bool route fixed by the caller (one decision for all tiles of an
+                image); the gate and coarse heads are then skipped (their outputs are None).
+                Images without JPEG data always take the RGB route.
+            mask_target: (B, 1, H, W) ground truth in [0, 1]; when given (training), the route
+                follows the gate label computed from it.
+            boxes: per-image (N_i, 4) boxes for the box branch (training only).
+
+        Returns:
+            ``mask`` (B, 1, H, W) logits, ``decoder_coarse`` (B, 1, H/4, W/4) logits,
+            ``coarse_rgb``/``coarse_fused`` (B, 1, H/8, W/8) logits (fused None without JPEG),
+            ``gate_logit`` (B,) or None, ``gate_label`` (B,) bool or None, ``use_rgb`` (B,)
+            bool, ``box_losses`` dict (empty unless boxes and a box head).
+        """
+        has_jpeg = has_jpeg.bool()
+        gate_label = None
+        if use_rgb is not None and mask_target is None:
+            # Route fixed by the caller: skip the gate and coarse heads, and the frequency
+            # stream too when every image takes the RGB route.
+            route = use_rgb.bool() | ~has_jpeg
+            outs = self.encoder.run(image, 0, self.i8 + 1)
+            fused8 = None
+            if not bool(route.all()):
+                fused8 = self.fusion(outs[-1], self.frequency(dct, qtable))
+            head = {"stage_outputs": outs, "rgb8": outs[-1], "fused8": fused8,
+                    "coarse_rgb": None, "coarse_fused": None, "gate_logit": None}
+        else:
+            head = self.encode_head(image, dct, qtable, has_jpeg)
+            if head["fused8"] is None:
+                route = torch.ones_like(has_jpeg)
+            elif mask_target is not None:
+                small = F.adaptive_avg_pool2d(mask_target, head["coarse_rgb"].shape[-2:])
+                gate_label = gate_labels(head["coarse_rgb"].detach(),
+                                         head["coarse_fused"].detach(), small, self.gate_margin)
+                route = gate_label | ~has_jpeg
+            else:
+                route = (head["gate_logit"] >= 0) | ~has_jpeg
+        if head["fused8"] is None:
+            s8 = head["rgb8"]
+        else:
+            s8 = torch.where(route.view(-1, 1, 1, 1), head["rgb8"], head["fused8"])
+        deep = self.encoder.run(s8, self.i8 + 1)
+        maps = [*head["stage_outputs"], *deep]
+        s16, s32 = maps[self.i16], maps[self.i32]
+        s8, s16 = self.anomaly(s8, s16)
+        dec = self.decoder([maps[self.i4], s8, s16, s32])
+        mask = F.interpolate(dec["mask"], size=image.shape[-2:], mode="bilinear",
+                             align_corners=False)
+        box_losses: dict[str, torch.Tensor] = {}
+        if boxes is not None and self.box_head is not None and self.training:
+            box_losses = self.box_head([s8, s16], boxes, tuple(image.shape[-2:]))
+        return {
+            "mask": mask, "decoder_coarse": dec["coarse"], "coarse_rgb": head["coarse_rgb"],
+            "coarse_fused": head["coarse_fused"], "gate_logit": head["gate_logit"],
+            "gate_label": gate_label, "use_rgb": route, "box_losses": box_losses,
+        }
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
