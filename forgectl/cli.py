@@ -14,7 +14,7 @@ import sys
 import typer
 
 from forgectl import __version__
-from forgectl.commands import benchmark, explain, localize, methods, synth, train
+from forgectl.commands import benchmark, explain, export, localize, methods, synth, train
 
 app = typer.Typer(
     name="forgectl",
@@ -30,6 +30,7 @@ app.command("benchmark")(benchmark.benchmark)
 app.command("explain")(explain.explain)
 app.command("synth")(synth.synth)
 app.command("train")(train.train)
+app.command("export")(export.export)
 
 
 def _version(value: bool) -> None:

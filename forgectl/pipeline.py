@@ -145,6 +145,8 @@ def build_record(
             "kind": spec.kind,
             "weights": backend.weights_id,
             "weights_sha256": backend.weights_sha256,
+            # Which engine ran the network: "torch" or "onnx"; None for classical methods.
+            "runtime": backend.runtime if spec.kind == "learned" else None,
             "threshold": backend.threshold,
             "mask_rule": "method" if spec.decides_mask else "heatmap >= threshold",
         },

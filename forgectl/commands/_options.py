@@ -26,3 +26,11 @@ MaxPixelsOpt = Annotated[
 RecursiveOpt = Annotated[
     bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of folder inputs.")
 ]
+RuntimeOpt = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        help="Where a learned method's network runs: torch, or onnx (an exported model given "
+        "with --weights FILE.onnx, see `forgectl export`).",
+    ),
+]

@@ -14,6 +14,7 @@ from forgectl.commands._options import (
     MethodOpt,
     OutDirOpt,
     RecursiveOpt,
+    RuntimeOpt,
     ThresholdOpt,
     WeightsOpt,
 )
@@ -65,6 +66,7 @@ def localize(
         typer.Option("--param", "-p", help="Method option KEY=VALUE (repeatable)."),
     ] = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    runtime: RuntimeOpt = "torch",
 ) -> None:
     """Localize manipulations: write <stem>.mask.png, .heatmap.png, .overlay.png and .json.
 
@@ -77,7 +79,8 @@ def localize(
 
     files, problems = pipeline.collect_inputs(paths, recursive=recursive)
     options = parse_params(param or [])
-    backend = backends.load(method, weights=weights, threshold=threshold, **options)
+    backend = backends.load(method, weights=weights, threshold=threshold, runtime=runtime,
+                            **options)
     plan = pipeline.plan_outputs(files, out)
     pipeline.check_not_overwriting_inputs(plan)
     for problem in problems:
@@ -126,7 +129,8 @@ def localize(
             if progress is not None:
                 progress.stop()
 
-    summary = f"forgectl: {done} image(s) analysed with {method}, {failed} failed"
+    engine = "" if runtime == "torch" else f" ({runtime})"
+    summary = f"forgectl: {done} image(s) analysed with {method}{engine}, {failed} failed"
     if fail_on is not None:
         summary += f", {flagged} at or above --fail-on {fail_on}"
     typer.echo(f"{summary}; outputs in {out}", err=True)

@@ -1,0 +1,59 @@
+"""`forgectl export`: write a learned method's network as ONNX or TorchScript, parity-checked.
+
+The file holds the per-tile network with the model card embedded; `forgectl localize --runtime
+onnx --weights FILE.onnx` runs it through the method's own tiling. Contract: docs/EXPORT.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from forgectl.commands._options import MethodOpt, WeightsOpt
+
+
+def export(
+    method: MethodOpt,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="File to write (.onnx for ONNX, e.g. .pt for "
+                     "TorchScript).", show_default=False),
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="onnx or torchscript.")
+    ] = "onnx",
+    weights: WeightsOpt = None,
+    tolerance: Annotated[
+        float,
+        typer.Option("--tolerance", min=0.0,
+                     help="Largest |heatmap difference| from PyTorch allowed on the samples."),
+    ] = 1e-4,  # = forgectl.export.DEFAULT_TOLERANCE (not imported: --help stays light)
+) -> None:
+    """Export a learned method's network (dynamic height and width, model card embedded).
+
+    The export is checked first: the backend runs a few synthetic sample images on PyTorch
+    and on the exported file through the same tiling; any heatmap differing by more than
+    --tolerance fails the export (exit 1) and nothing is written.
+    """
+    from forgectl import backends
+    from forgectl.errors import UsageError
+    from forgectl.export import export_model
+
+    spec = backends.get_spec(method)
+    if spec.kind != "learned":
+        learned = [m for m in backends.available() if backends.get_spec(m).kind == "learned"]
+        raise UsageError(
+            f"{method} is a classical method with no network to export (learned methods: "
+            f"{', '.join(learned) or 'none registered'})"
+        )
+    backend = backends.load(method, weights=weights)
+    report = export_model(backend, fmt, out, tolerance=tolerance)
+    typer.echo(
+        f"forgectl: exported {method} ({report.weights}) as {report.format} to {report.path} "
+        f"({report.size_bytes / 1e6:.1f} MB); parity max |heatmap diff| "
+        f"{report.max_abs_diff:.1e} on {len(report.samples)} sample images (tolerance "
+        f"{report.tolerance:.0e})",
+        err=True,
+    )

@@ -1,0 +1,464 @@
+"""Library side of `forgectl export`: a learned method's per-tile network as ONNX or TorchScript.
+
+What is exported is the network one call of the backend's inference loop runs (its
+:meth:`~forgectl.backends.base.Backend.export_graph`: inputs, outputs, dynamic axes, contract),
+not the loop itself: tiling, padding, the per-image gate decision and blending stay in the
+backend, which runs the exported file through the same loop (``localize --runtime onnx``).
+
+Steps: trace a copy of the network with a few blocks rewritten into exactly equivalent,
+trace-friendly forms (:func:`exportable_copy`), serialize it in memory, load it back with its
+runtime (onnxruntime / ``torch.jit.load``), run the backend on synthetic sample images once on
+PyTorch and once on the exported file, and write the file (atomically, with the model card
+embedded) only if every heatmap agrees within the tolerance. Contract: docs/EXPORT.md.
+
+Heavy libraries (torch, onnx, onnxruntime) are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import types
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from forgectl import __version__
+from forgectl.backends.base import Backend, ExportGraph, OnnxRunner, TileRunner
+from forgectl.errors import ForgectlError, UsageError
+from forgectl.intake import ForensicImage, image_from_array
+
+if TYPE_CHECKING:
+    import torch
+
+FORMATS = ("onnx", "torchscript")
+#: ONNX opset of the TorchScript-based exporter (onnxruntime >= 1.18 runs it).
+OPSET = 17
+#: Largest allowed |heatmap difference| between the exported file and PyTorch (issue #7).
+DEFAULT_TOLERANCE = 1e-4
+#: Parity samples: (height, width, JPEG quality, or None for a pixel-only image). Together they
+#: cover a tiled image (gate over two tiles, blending), a padded single tile on the gate route
+#: and an input without JPEG data (RGB route); none has the trace size.
+SAMPLES: tuple[tuple[int, int, int | None], ...] = ((384, 512, 90), (200, 296, 75), (120, 88, None))
+#: Key of the model card in ONNX metadata_props / file name in TorchScript's extra files.
+ONNX_CARD_KEY = "model_card"
+TORCHSCRIPT_CARD_FILE = "model_card.json"
+
+
+class ExportError(ForgectlError):
+    """The network could not be exported (tracing or serialization failed)."""
+
+
+class ParityError(ExportError):
+    """The exported file's heatmaps differ from PyTorch's by more than the tolerance."""
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_model` wrote and how well it matched PyTorch."""
+
+    path: Path
+    format: str
+    method: str
+    weights: str | None
+    tolerance: float
+    max_abs_diff: float
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    size_bytes: int = 0
+
+
+# ---------------------------------------------------------------------- sample images
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A photo-like (H, W, 3) uint8 image: smooth shading, soft blobs, mild noise.
+
+    Parity needs inputs whose JPEG coefficients and gate behave as on photos, and export must
+    work without any image files, so they are made here.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.zeros((height, width, 3), np.float32)
+    for c in range(3):
+        img[:, :, c] = 100 + 60 * np.sin(xx / (19 + 6 * c) + c) * np.cos(yy / (29 + 4 * c))
+    for _ in range(10):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        r = rng.uniform(6, max(10, min(height, width) / 5))
+        img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[:, :, None] * rng.uniform(
+            -60, 60, 3)
+    img += rng.normal(0, 3.0, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def sample_images(sizes: Sequence[tuple[int, int, int | None]] | None = None
+                  ) -> list[ForensicImage]:
+    """Synthetic parity inputs (default :data:`SAMPLES`): real JPEGs (true DCT coefficients
+    and tables) or pixel-only images."""
+    sizes = SAMPLES if sizes is None else sizes
+    images = []
+    for i, (h, w, quality) in enumerate(sizes):
+        kind = f"q{quality}.jpg" if quality else "png"
+        images.append(image_from_array(synthetic_photo(h, w, seed=i), name=f"sample{i}-{h}x{w}-"
+                                       f"{kind}", jpeg_quality=quality))
+    return images
+
+
+# ---------------------------------------------------------------------- trace-friendly blocks
+# Rewrites of nets/ blocks that compute the same function in a form a trace keeps general.
+# nets/ keeps the forms that are fastest in PyTorch; the parity check proves each rewrite.
+
+
+def _pool_matrix(n: Any, bins: int) -> torch.Tensor:
+    """(bins, n) float32 averaging weights of ``adaptive_avg_pool`` along one axis.
+
+    Bin i averages ``[floor(i n / bins), ceil((i + 1) n / bins))``, PyTorch's rule. Built from
+    the traced size ``n``, so the graph stays exact for every input size (the exporter's own
+    adaptive pooling bakes the kernel of the trace size in, or refuses dynamic sizes).
+    """
+    import torch
+
+    i = torch.arange(bins)
+    start = torch.div(i * n, bins, rounding_mode="floor")
+    end = torch.div((i + 1) * n + bins - 1, bins, rounding_mode="floor")
+    j = torch.arange(n)
+    inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
+    return inside.float() / (end - start)[:, None].float()
+
+
+def _pyramid_pooling_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    """``PyramidPooling.forward`` with pooling as matrix products and an always-run resize.
+
+    ``resize_to`` skips the resize when sizes already match, a Python branch a trace freezes
+    at the trace size; resizing to the same size is the identity, so it always runs here.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2], x.shape[-1]
+    pooled = []
+    for bins, branch in zip(self.bins, self.branches, strict=True):
+        p = torch.einsum("ph,bchw,qw->bcpq", _pool_matrix(h, bins), x, _pool_matrix(w, bins))
+        pooled.append(F.interpolate(branch(p), size=(h, w), mode="bilinear",
+                                    align_corners=False))
+    return self.fuse(torch.cat([x, *pooled], dim=1))
+
+
+def _dynamic_filter_forward(self: Any, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``DynamicWeightFilter.forward`` for batch 1 (the export contract).
+
+    The original folds the batch into the channels so the kernel's shape depends on the batch
+    size, and the ONNX exporter refuses convolutions whose kernel shape is not static.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    k = self.kernel_size
+    alpha = self.mixing(x, g)  # (1, num_basis)
+    kernel = torch.einsum("bn,nckij->bckij", alpha, self.basis).reshape(self.channels, 1, k, k)
+    bias = (alpha @ self.basis_bias).reshape(self.channels)
+    y = F.conv2d(x, kernel, bias, padding=self.dilation * (k // 2), dilation=self.dilation,
+                 groups=self.channels)
+    return x + self.pointwise(y)
+
+
+def _attention_forward(self: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       need_weights: bool = False, **_: Any) -> tuple[torch.Tensor, None]:
+    """``nn.MultiheadAttention.forward`` (batch first, eval) as plain matmuls.
+
+    PyTorch's implementation reshapes with the sequence length as a Python int, which a trace
+    freezes; splitting heads with ``unflatten`` on the channel axis keeps lengths symbolic.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    heads = self.num_heads
+    dim = self.embed_dim // heads
+    wq, wk, wv = self.in_proj_weight.chunk(3)
+    bq, bk, bv = self.in_proj_bias.chunk(3)
+    q = F.linear(query, wq, bq).unflatten(-1, (heads, dim)).transpose(1, 2)
+    k = F.linear(key, wk, bk).unflatten(-1, (heads, dim)).transpose(1, 2)
+    v = F.linear(value, wv, bv).unflatten(-1, (heads, dim)).transpose(1, 2)
+    attn = torch.softmax(q @ k.transpose(-2, -1) * dim ** -0.5, dim=-1)
+    return self.out_proj((attn @ v).transpose(1, 2).flatten(2)), None
+
+
+def exportable_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``module`` (eval mode) with its blocks in trace-friendly form.
+
+    The original stays untouched: it is the PyTorch reference of the parity check.
+    """
+    import copy
+
+    from torch import nn
+
+    from forgectl.nets.decoders import DynamicWeightFilter, PyramidPooling
+
+    clone = copy.deepcopy(module).eval()
+    for sub in clone.modules():
+        if isinstance(sub, PyramidPooling):
+            sub.forward = types.MethodType(_pyramid_pooling_forward, sub)
+        elif isinstance(sub, DynamicWeightFilter):
+            sub.forward = types.MethodType(_dynamic_filter_forward, sub)
+        elif isinstance(sub, nn.MultiheadAttention):
+            plain = (sub.batch_first and sub._qkv_same_embed_dim and sub.in_proj_bias is not None
+                     and sub.bias_k is None and not sub.add_zero_attn)
+            if not plain:
+                raise ExportError("cannot export a MultiheadAttention that is not batch-first "
+                                  "with packed projections and biases")
+            sub.forward = types.MethodType(_attention_forward, sub)
+    return clone
+
+
+# ---------------------------------------------------------------------- serialization
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _example_args(graph: ExportGraph) -> tuple[torch.Tensor, ...]:
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(graph.example[n]))
+                 for n in graph.input_names)
+
+
+@contextmanager
+def _quiet_tracing() -> Iterator[None]:
+    """Silence the warnings of tracing and TorchScript that users can do nothing about: trace
+    warnings on shape checks (they hold for any valid input; parity runs other sizes), the
+    exporter's notes, torch.jit's deprecation notices."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r".*TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1")
+        warnings.filterwarnings("ignore", message=r"The feature will be removed",
+                                category=DeprecationWarning, module=r"torch\.onnx")
+        # torch marks the torch.jit API deprecated; the TorchScript format still loads and runs
+        # (docs/EXPORT.md recommends ONNX for that reason).
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        yield
+
+
+def onnx_bytes(graph: ExportGraph, module: torch.nn.Module) -> bytes:
+    """Trace ``module`` into an ONNX model (bytes) with the graph's names and dynamic axes.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it traces through the shape
+    checks and needs no extra package (the dynamo exporter needs onnxscript).
+    """
+    import torch
+
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad(), _quiet_tracing():
+            torch.onnx.export(
+                module, _example_args(graph), buf, dynamo=False, opset_version=OPSET,
+                input_names=list(graph.input_names), output_names=list(graph.output_names),
+                dynamic_axes={k: dict(v) for k, v in graph.dynamic_axes.items()},
+                do_constant_folding=True,
+            )
+    except Exception as exc:  # the exporter raises many types, with pages of graph dump
+        raise ExportError(f"ONNX export failed: {_first_line(exc)}") from exc
+    return buf.getvalue()
+
+
+def with_onnx_card(model_bytes: bytes, card: dict[str, Any]) -> bytes:
+    """The ONNX model with ``card`` as JSON in metadata_props[``model_card``], checked."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    onnx.helper.set_model_props(model, {ONNX_CARD_KEY: json.dumps(card, sort_keys=True),
+                                        "forgectl_version": __version__})
+    model.doc_string = f"forgectl {card.get('export', {}).get('method', '')} per-tile network; " \
+        "contract in the model_card metadata (docs/EXPORT.md)"
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ExportError(f"exported ONNX model is invalid: {_first_line(exc)}") from exc
+    return model.SerializeToString()
+
+
+def torchscript_module(graph: ExportGraph, module: torch.nn.Module) -> torch.jit.ScriptModule:
+    """Trace ``module`` into TorchScript (sizes stay symbolic in a trace, as for ONNX)."""
+    import torch
+
+    try:
+        with torch.no_grad(), _quiet_tracing():
+            return torch.jit.trace(module, _example_args(graph), check_trace=False)
+    except Exception as exc:
+        raise ExportError(f"TorchScript export failed: {_first_line(exc)}") from exc
+
+
+def torchscript_bytes(script: torch.jit.ScriptModule, card: dict[str, Any]) -> bytes:
+    """Serialized TorchScript with ``card`` as the extra file ``model_card.json``."""
+    import torch
+
+    buf = io.BytesIO()
+    with _quiet_tracing():
+        torch.jit.save(script, buf, _extra_files={TORCHSCRIPT_CARD_FILE: json.dumps(
+            card, sort_keys=True)})
+    return buf.getvalue()
+
+
+class TorchScriptRunner:
+    """A TorchScript file as a :data:`~forgectl.backends.base.TileRunner`."""
+
+    def __init__(self, model: Path | bytes, input_names: Sequence[str],
+                 output_names: Sequence[str]) -> None:
+        import torch
+
+        source = io.BytesIO(model) if isinstance(model, bytes) else str(model)
+        extra = {TORCHSCRIPT_CARD_FILE: ""}
+        with _quiet_tracing():
+            self.module = torch.jit.load(source, map_location="cpu", _extra_files=extra)
+        self.module.eval()
+        self.card = json.loads(extra[TORCHSCRIPT_CARD_FILE]) if extra[TORCHSCRIPT_CARD_FILE] \
+            else None
+        self.input_names, self.output_names = list(input_names), list(output_names)
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        with torch.inference_mode():
+            outs = self.module(*args)
+        return {n: o.numpy() for n, o in zip(self.output_names, outs, strict=True)}
+
+
+def read_card(path: Path) -> dict[str, Any] | None:
+    """The model card embedded in an exported ``.onnx`` or TorchScript file, or None."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
+                 .metadata_props}
+        return json.loads(props[ONNX_CARD_KEY]) if ONNX_CARD_KEY in props else None
+    import torch
+
+    extra = {TORCHSCRIPT_CARD_FILE: ""}
+    with _quiet_tracing():
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return json.loads(extra[TORCHSCRIPT_CARD_FILE]) if extra[TORCHSCRIPT_CARD_FILE] else None
+
+
+# ---------------------------------------------------------------------- parity and export
+
+
+def check_parity(backend: Backend, runner: TileRunner, images: Sequence[ForensicImage],
+                 tolerance: float = DEFAULT_TOLERANCE, label: str = "exported") -> list[dict]:
+    """Run ``backend`` on each image with PyTorch and with ``runner`` through the same
+    tiling, gate and blending; compare heatmaps.
+
+    Returns one ``{"image", "size", "max_abs_diff", "modality"}`` row per image.
+
+    Raises:
+        ParityError: a heatmap differs by more than ``tolerance`` (or is not finite).
+    """
+    rows = []
+    for image in images:
+        ref = backend.localize(image)
+        with backend.running(runner):
+            got = backend.localize(image)
+        diff = np.abs(ref.heatmap.astype(np.float64) - got.heatmap.astype(np.float64))
+        worst = float(diff.max()) if diff.size else 0.0
+        routes = (ref.facts.get("modality"), got.facts.get("modality"))
+        rows.append({"image": image.name, "size": [image.height, image.width],
+                     "max_abs_diff": worst, "modality": routes[0]})
+        if not np.isfinite(worst) or worst > tolerance:
+            route = "" if routes[0] == routes[1] else f", gate chose {routes[1]} not {routes[0]}"
+            raise ParityError(
+                f"{label} model differs from PyTorch on {image.name}: max |heatmap diff| "
+                f"{worst:.2e} > tolerance {tolerance:.0e}{route}; nothing written"
+            )
+    return rows
+
+
+def export_model(
+    backend: Backend,
+    fmt: str,
+    out: Path,
+    tolerance: float = DEFAULT_TOLERANCE,
+    images: Sequence[ForensicImage] | None = None,
+) -> ExportReport:
+    """Export ``backend``'s network to ``out`` as ``fmt`` after checking parity on ``images``.
+
+    Args:
+        backend: a learned method on the torch runtime (its weights are what gets exported).
+        fmt: ``"onnx"`` or ``"torchscript"``.
+        out: file to write (``.onnx`` for ONNX); written atomically, and only on success.
+        tolerance: largest allowed |heatmap difference| per pixel.
+        images: parity inputs (default: :func:`sample_images`).
+
+    Raises:
+        UsageError: bad format/output, or a method that cannot be exported.
+        ExportError / ParityError: the export failed or does not match PyTorch.
+    """
+    from forgectl.outputs import write_bytes
+
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
+    out = Path(out)
+    if fmt == "onnx" and out.suffix.lower() != ".onnx":
+        raise UsageError(f"--out must end in .onnx for ONNX (got {out.name})")
+    if backend.spec.kind != "learned":
+        raise UsageError(f"{backend.spec.name} is a classical method: it has no network to "
+                         "export")
+    if backend.runtime != "torch":
+        raise UsageError("export starts from the PyTorch weights (runtime torch)")
+    if backend.weights_path is not None and out.resolve() == backend.weights_path.resolve():
+        raise UsageError(f"--out {out} would overwrite the weights being exported")
+    if not tolerance >= 0:
+        raise UsageError("tolerance must be >= 0")
+
+    graph = backend.export_graph()
+    module = exportable_copy(graph.module)
+    images = list(images) if images is not None else sample_images()
+
+    import torch
+
+    card = dict(backend.model_card() or {})
+    card["export"] = {
+        "format": fmt,
+        "method": backend.spec.name,
+        "forgectl_version": __version__,
+        "torch_version": torch.__version__,
+        "opset": OPSET if fmt == "onnx" else None,
+        "source_weights": backend.weights_id,
+        "source_weights_sha256": backend.weights_sha256,
+        "input_names": list(graph.input_names),
+        "output_names": list(graph.output_names),
+        "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                         for k, v in graph.dynamic_axes.items()},
+        **graph.contract,
+    }
+
+    runner: OnnxRunner | TorchScriptRunner
+    if fmt == "onnx":
+        data = with_onnx_card(onnx_bytes(graph, module), card)
+        runner = OnnxRunner(data)
+    else:
+        data = torchscript_bytes(torchscript_module(graph, module), card)
+        runner = TorchScriptRunner(data, graph.input_names, graph.output_names)
+    # Parity runs on the serialized bytes as loaded back, i.e. the file users will get.
+    rows = check_parity(backend, runner, images, tolerance, label=f"exported {fmt}")
+    worst = max((r["max_abs_diff"] for r in rows), default=0.0)
+    card["export"]["parity"] = {"tolerance": tolerance, "max_abs_diff": worst, "samples": rows,
+                                "reference": "the PyTorch backend, same tiling and blending"}
+    # Only metadata changes from here on: the graph is the one just checked.
+    if isinstance(runner, TorchScriptRunner):
+        data = torchscript_bytes(runner.module, card)
+    else:
+        data = with_onnx_card(data, card)
+    write_bytes(out, data)
+    return ExportReport(path=out, format=fmt, method=backend.spec.name,
+                        weights=backend.weights_id, tolerance=tolerance, max_abs_diff=worst,
+                        samples=rows, size_bytes=len(data))
