@@ -1,0 +1,105 @@
+"""ReConWave-Net Table 1 here: PSNR / SSIM of unrestored vs restored brightness and contrast
+disturbances, on synthetic copy-move, splice and removal images made from held-out photos.
+
+Usage (from the repository root):
+
+    .venv/bin/python benchmarks/restore_table.py                       # classical baseline only
+    .venv/bin/python benchmarks/restore_table.py --weights W.safetensors   # + learned column
+    .venv/bin/python benchmarks/restore_table.py --fit-reference       # REFERENCE_QUANTILES
+
+The photos are the first ``--photos`` of the corpus's ``test`` split
+(:func:`forgectl.training.synth.split_sources`, by a hash of the file name; training never sees
+them); ``--per-kind`` forgeries of each kind are made from them with a fixed seed. Rows: alpha =
+0.5, alpha = -0.5, beta = 0.7, beta = 2.0 (the paper's grid) and an undisturbed control row.
+``--json`` also writes the full table (overall and per kind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("FORGECTL_SHARED", REPO.parent / "shared"))
+
+from forgectl.evaluation import restoration_table as rt  # noqa: E402
+from forgectl.restore import QUANTILE_LEVELS, Restorer, classical_restore  # noqa: E402
+
+
+def fit_reference(corpus: Path, count: int, seed: int) -> None:
+    """Print the mean quantile function of ``count`` random training-split photos."""
+    from PIL import Image
+
+    from forgectl.training.synth import list_images, split_sources
+
+    paths = split_sources(list_images(corpus), "train")
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(paths), min(count, len(paths)), replace=False))
+    rows = []
+    for i in pick:
+        with Image.open(paths[i]) as im:
+            im.draft("RGB", (512, 512))  # libjpeg's fast reduced decode for large JPEGs
+            im = im.convert("RGB")
+            im.thumbnail((512, 512))
+            values = np.asarray(im, np.float64).reshape(-1) / 255.0
+        rows.append(np.quantile(values, QUANTILE_LEVELS))
+    mean = np.mean(rows, axis=0)
+    print(f"# {len(rows)} training-split photos of {corpus}, levels {QUANTILE_LEVELS}")
+    print("REFERENCE_QUANTILES = (" + ", ".join(f"{v:.4f}" for v in mean) + ")")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=SHARED / "corpus")
+    ap.add_argument("--photos", type=int, default=12, help="held-out photos used")
+    ap.add_argument("--per-kind", type=int, default=12, help="forgeries per kind")
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--weights", type=Path, help="learned restoration weights (optional)")
+    ap.add_argument("--json", type=Path, help="write the full table here")
+    ap.add_argument(
+        "--fit-reference",
+        action="store_true",
+        help="print the classical baseline's reference quantiles and exit",
+    )
+    ap.add_argument("--reference-photos", type=int, default=200)
+    args = ap.parse_args()
+
+    if args.fit_reference:
+        fit_reference(args.corpus, args.reference_photos, seed=0)
+        return
+    photos = rt.held_out_photos(args.corpus, args.photos)
+    images = rt.synthetic_set(photos, args.per_kind, seed=args.seed)
+    restorers: dict[str, rt.Restore] = {"classical": lambda rgb: classical_restore(rgb)[0]}
+    if args.weights:
+        learned = Restorer(args.weights)
+        restorers["learned"] = lambda rgb: learned.restore(rgb)[0]
+    start = time.perf_counter()
+    table = rt.restoration_table(images, restorers)
+    table.facts.update(
+        {
+            "photos": [p.name for p in photos],
+            "seed": args.seed,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    )
+    sizes = [img.rgb.shape[:2] for img in images]
+    print(
+        f"{len(images)} images ({table.facts['kinds']}) from {len(photos)} held-out photos, "
+        f"sizes {min(sizes)}..{max(sizes)}, {table.facts['seconds']} s\n"
+    )
+    print(rt.format_markdown(table))
+    for kind, cells in table.by_kind.items():
+        print(f"\n{kind}:\n{rt.format_markdown(table, cells)}")
+    if args.json:
+        args.json.write_text(json.dumps(table.to_dict(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
