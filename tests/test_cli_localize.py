@@ -109,6 +109,9 @@ def test_unknown_method_and_missing_path_are_one_line_errors(good_jpeg, tmp_path
     assert "Traceback" not in proc.stderr
     proc = run_cli("localize", str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 1 and "no such file" in proc.stderr
+    proc = run_cli("localize", str(good_jpeg), "-p", "runtime=onnx", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "use --runtime" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_inputs_never_modified(good_jpeg, tmp_path):

@@ -22,6 +22,8 @@ from forgectl.intake import DEFAULT_MAX_PIXELS
 
 EXIT_FAILED = 1
 EXIT_GATE = 3
+#: Backend constructor arguments that have their own command-line options.
+RESERVED_PARAMS = ("weights", "threshold", "runtime")
 
 
 def parse_params(items: list[str]) -> dict[str, object]:
@@ -33,6 +35,8 @@ def parse_params(items: list[str]) -> dict[str, object]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--param expects KEY=VALUE, got {item!r}")
+        if key in RESERVED_PARAMS:
+            raise UsageError(f"--param {key}=... is not a method option: use --{key}")
         try:
             params[key] = json.loads(raw)
         except json.JSONDecodeError:
