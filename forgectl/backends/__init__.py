@@ -22,6 +22,7 @@ _REGISTRY: dict[str, str] = {
     "grid": "forgectl.backends.grid:GridBackend",
     "noise": "forgectl.backends.noise:NoiseBackend",
     "ghost": "forgectl.backends.ghost:GhostBackend",
+    "omni": "forgectl.backends.omni:OmniBackend",
 }
 
 

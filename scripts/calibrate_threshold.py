@@ -1,0 +1,94 @@
+"""Fold a chosen decision threshold into a mask network's output bias (a dev-set calibration).
+
+A sigmoid heatmap thresholded at ``t`` gives the same mask as the heatmap of logits shifted by
+``-logit(t)`` thresholded at 0.5. Shifting the bias of the final 1x1 classifier does exactly
+that (bilinear upsampling of logits is affine with weights summing to 1, so a constant shift
+passes through it), so the shipped heatmap's 0.5 is the chosen operating point, every runtime
+and export inherits it, and the default threshold stays 0.5.
+
+The threshold is read from a ``forgectl benchmark`` report (the dataset-wide best threshold of
+the method, ``localization.best_threshold``) or given with ``--threshold``; the model card
+records the shift, where it was chosen and the file's new sha256.
+
+Usage::
+
+    .venv/bin/python scripts/calibrate_threshold.py WEIGHTS.safetensors \\
+        --report BENCH/report.json --method omni [--bias-key decoder.classifier.bias]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def best_threshold(report: Path, method: str) -> tuple[float, dict]:
+    """The dataset-wide best threshold of ``method`` in a benchmark report, and its row."""
+    data = json.loads(report.read_text())
+    for row in data["rows"]:
+        if row["method"] == method and row["setting"] == "clean":
+            return float(row["localization"]["best_threshold"]), row
+    raise SystemExit(f"no clean row for {method!r} in {report}")
+
+
+def _dataset_of(report: Path) -> dict:
+    """Where a benchmark report's threshold comes from: its dataset and command."""
+    manifest = json.loads(report.read_text()).get("manifest", {})
+    return {"dataset": manifest.get("dataset"), "command": manifest.get("command")}
+
+
+def main() -> None:
+    from safetensors.torch import load_file
+
+    from forgectl.backends.base import sha256_file
+    from forgectl.outputs import write_json
+    from forgectl.training.trainer import WEIGHTS_FORMAT, save_tensors
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("weights", type=Path)
+    ap.add_argument("--report", type=Path)
+    ap.add_argument("--method", default="omni")
+    ap.add_argument("--threshold", type=float)
+    ap.add_argument("--bias-key", default="decoder.classifier.bias")
+    args = ap.parse_args()
+
+    row = None
+    if args.threshold is not None:
+        t = args.threshold
+    elif args.report is not None:
+        t, row = best_threshold(args.report, args.method)
+    else:
+        raise SystemExit("give --threshold or --report")
+    if not 0.0 < t < 1.0:
+        raise SystemExit(f"threshold must be in (0, 1), got {t}")
+    shift = -math.log(t / (1.0 - t))
+
+    card_path = args.weights.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    if card.get("calibration"):
+        raise SystemExit(f"{args.weights} is already calibrated: {card['calibration']}")
+    state = load_file(str(args.weights))
+    state[args.bias_key] = state[args.bias_key] + shift
+    save_tensors(args.weights, state, {"format": WEIGHTS_FORMAT, "method": args.method,
+                                       "config": card.get("config_name", "")})
+    card["calibration"] = {
+        "threshold_folded": round(t, 4),
+        "logit_shift": round(shift, 6),
+        "tensor": args.bias_key,
+        "chosen_on": None if row is None else _dataset_of(args.report),
+        "chosen_by": "dataset-wide best threshold of mean per-image F1 (forgectl benchmark)",
+        "note": "heatmap 0.5 of this file = threshold t of the uncalibrated network",
+    }
+    card["weights"]["sha256"] = sha256_file(args.weights)
+    card["weights"]["bytes"] = args.weights.stat().st_size
+    write_json(card_path, card)
+    print(f"folded threshold {t:.3f} (logit shift {shift:+.4f}) into {args.weights}")
+
+
+if __name__ == "__main__":
+    main()
