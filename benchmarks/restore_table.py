@@ -64,6 +64,11 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, help="learned restoration weights (optional)")
     ap.add_argument("--json", type=Path, help="write the full table here")
     ap.add_argument(
+        "--card",
+        action="store_true",
+        help="also record the learned column in the --weights model card (metrics.restoration)",
+    )
+    ap.add_argument(
         "--fit-reference",
         action="store_true",
         help="print the classical baseline's reference quantiles and exit",
@@ -99,7 +104,28 @@ def main() -> None:
         print(f"\n{kind}:\n{rt.format_markdown(table, cells)}")
     if args.json:
         args.json.write_text(json.dumps(table.to_dict(), indent=2))
+    if args.card and args.weights:
+        record_in_card(args.weights, table.to_dict(), sys.argv[1:])
 
+
+def record_in_card(weights: Path, table: dict, argv: list[str]) -> None:
+    """Put a table's (``Table.to_dict()``) learned, classical and unrestored cells in the
+    weights' model card, under ``metrics.restoration``."""
+    card_path = weights.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    wanted = ("unrestored", "learned", "classical")
+    cells = {k: v for k, v in table["cells"].items() if k.split(" | ")[1] in wanted}
+    learned = [
+        v["psnr"] for k, v in cells.items() if k.endswith("| learned") and not k.startswith("none")
+    ]
+    card.setdefault("metrics", {})["restoration"] = {
+        "command": "benchmarks/restore_table.py " + " ".join(argv),
+        "images": table["facts"].get("images"),
+        "kinds": table["facts"].get("kinds"),
+        "mean_learned_psnr_over_settings": round(sum(learned) / len(learned), 3),
+        "cells": cells,
+    }
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()

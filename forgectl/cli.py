@@ -14,7 +14,16 @@ import sys
 import typer
 
 from forgectl import __version__
-from forgectl.commands import benchmark, explain, export, localize, methods, synth, train
+from forgectl.commands import (
+    benchmark,
+    explain,
+    export,
+    localize,
+    methods,
+    restore,
+    synth,
+    train,
+)
 
 app = typer.Typer(
     name="forgectl",
@@ -31,6 +40,7 @@ app.command("explain")(explain.explain)
 app.command("synth")(synth.synth)
 app.command("train")(train.train)
 app.command("export")(export.export)
+app.command("restore")(restore.restore)
 
 
 def _version(value: bool) -> None:

@@ -37,6 +37,9 @@ from forgectl.restore import (
     REFERENCE_QUANTILES,
     Restorer,
     classical_restore,
+    exact_inverse,
+    fit_contrast_gain,
+    refine_decision,
     write_restoration,
 )
 from forgectl.training import histories
@@ -49,6 +52,7 @@ from forgectl.training.reconwave import (
     draw_disturbance,
     edge_band,
     forensic_bce,
+    load_encoder_init,
     training_recipe,
 )
 from tests.conftest import natural_image
@@ -351,6 +355,7 @@ def _tiny_config(recipe, name: str, **changes):
     config.update(changes)
     if config["stage"] == "localize":
         config["model"]["pretrained"] = False
+        config.pop("encoder_init", None)  # tests do not depend on the shipped omni weights
     return config
 
 
@@ -526,12 +531,89 @@ def test_write_restoration_never_touches_the_input(tmp_path, weight_files):
             assert im.size == (56, 40) and im.mode == "RGB"
 
 
-def test_reconwave_is_not_registered_yet():
-    assert "reconwave" not in backends.available()
+def test_encoder_init_copies_the_encoder_and_refuses_a_misfit(tmp_path):
+    from safetensors.torch import save_file
+
+    from forgectl.errors import UsageError
+
+    torch.manual_seed(3)
+    donor = WaveletUNet(wavelet_unet_config("tiny"), pretrained=False)
+    state = {f"encoder.{k}": v.contiguous() for k, v in donor.encoder.state_dict().items()}
+    state["decoder.other"] = torch.zeros(2)  # tensors outside the encoder are ignored
+    good = tmp_path / "donor.safetensors"
+    save_file(state, str(good))
+    torch.manual_seed(4)
+    model = WaveletUNet(wavelet_unet_config("tiny"), pretrained=False)
+    load_encoder_init(model, str(good))  # an absolute path overrides the weights folder
+    for k, v in donor.encoder.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[k], v)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"encoder.stages.0.0.weight": torch.zeros(1)}, str(bad))
+    with pytest.raises(UsageError, match="does not fit"):
+        load_encoder_init(model, str(bad))
+    with pytest.raises(UsageError, match="not found"):
+        load_encoder_init(model, str(tmp_path / "missing.safetensors"))
+
+
+def test_shipped_tiny_config_starts_from_the_omni_encoder():
+    config = training_recipe().configs["tiny"]
+    assert config["encoder_init"] == backends.get_spec("omni").weights
+    assert "omni-tiny" in config["pretrained"]
+    assert "encoder_init" not in training_recipe().configs["tiny-imagenet"]
+
+
+def test_cli_restore_batch_goes_past_a_bad_file(tmp_path, weight_files):
+    import subprocess
+    import sys
+
+    from forgectl.outputs import png_bytes
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "dim.png").write_bytes(png_bytes(brightness(natural_image(48, 64, seed=11), -0.3)))
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out = tmp_path / "out"
+    base = [sys.executable, "-m", "forgectl", "restore"]
+    env = dict(os.environ, FORGECTL_DEBUG="")
+    proc = subprocess.run(
+        [*base, str(folder), "--out", str(out), "--weights", str(weight_files["restore"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "broken.jpg" in proc.stderr and "Traceback" not in proc.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    record = json.loads((out / "dim.restore.json").read_text())
+    assert record["schema"] == "forgectl.restore/1"
+    assert record["restoration"]["type"] in DISTURBANCE_CLASSES
+    assert (out / "dim.restored.png").is_file() and not (out / "broken.restored.png").exists()
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and sum("error" in x for x in lines) == 1
+    classical = subprocess.run(
+        [*base, str(folder / "dim.png"), "--out", str(out), "--mode", "classical"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert classical.returncode == 0, classical.stderr
+    written = json.loads((out / "dim.restore.json").read_text())
+    assert written["restoration"]["method"] == "classical"
+    usage = subprocess.run(
+        [*base, str(folder / "dim.png"), "--out", str(out), "--mode", "magic"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert usage.returncode == 2 and "--mode" in usage.stderr
 
 
 class TestReConWaveContract(BackendContract):
-    """The generic contract on the unregistered backend with random weights."""
+    """The generic contract with random weights (the shipped ones: TestShippedReConWave)."""
 
     method = "reconwave"
 
@@ -562,3 +644,106 @@ class TestReConWaveContract(BackendContract):
             assert b.localize(image).facts["restoration"]["method"] == mode
         with pytest.raises(Exception, match="restore must be"):
             ReConWaveBackend(weights=weight_files["localize"], restore="magic")
+
+
+class TestShippedReConWave(BackendContract):
+    """The registered method with its shipped weights."""
+
+    method = "reconwave"
+
+    def test_shipped_cards_record_both_modules(self, backend):
+        card = backend.model_card()
+        assert card["config"]["stage"] == "localize"
+        restore_card = backend.restorer().card
+        assert restore_card["config"]["stage"] == "restore"
+        for c in (card, restore_card):
+            assert c["weights"]["sha256"] and c["training"]["steps"] > 0
+
+
+@pytest.mark.parametrize("beta", [0.62, 0.7, 0.85, 1.3, 2.0])
+def test_gain_fingerprint_recovers_a_lossless_gain(beta):
+    rgb = natural_image(160, 200, seed=21)
+    fitted, corr = fit_contrast_gain(contrast(rgb, beta), beta + 0.06)
+    assert fitted is not None and corr >= 0.6
+    # Gains that map every occupied level alike cannot be told apart: within one level at 255.
+    assert abs(fitted - beta) * 255 <= 1.0
+
+
+def test_gain_fingerprint_refuses_images_without_one():
+    from forgectl.intake import encode_jpeg, image_from_bytes
+
+    rgb = natural_image(160, 200, seed=22)
+    recompressed = image_from_bytes(encode_jpeg(contrast(rgb, 0.7), 90)).rgb
+    for pixels, guess in ((rgb, 1.0), (brightness(rgb, 0.2), 1.0), (recompressed, 0.72)):
+        fitted, corr = fit_contrast_gain(pixels, guess)
+        assert fitted is None and corr < 0.6
+    flat = np.full((32, 32, 3), 128, np.uint8)  # too few levels to read anything
+    assert fit_contrast_gain(flat, 1.0) == (None, 0.0)
+
+
+def test_restorer_conditions_on_its_decision_not_the_soft_mixture():
+    facts = {"type": "contrast", "alpha": None, "beta": 0.7}
+    cond = Restorer._decided_condition(facts)
+    torch.testing.assert_close(cond[0, :3], torch.tensor([0.0, 0.0, 1.0]))
+    assert math.isclose(float(cond[0, 4]), math.log(0.7), rel_tol=1e-6)
+
+
+def _full_range(seed: int) -> np.ndarray:
+    """A natural-looking image stretched to reach both black and white, as photos do."""
+    rgb = natural_image(96, 128, seed=seed).astype(np.float64)
+    rgb = (rgb - rgb.min()) / (rgb.max() - rgb.min()) * 255
+    return np.round(rgb).astype(np.uint8)
+
+
+def test_decision_checks_read_the_shift_from_the_extremes_and_veto_impossible_ones():
+    rgb = _full_range(23)
+    up = refine_decision(brightness(rgb, 0.4), "brightness", 0.45, None)
+    assert up["source"] == "darkest" and abs(up["alpha"] - 0.4) <= 1 / 255 and not up["veto"]
+    down = refine_decision(brightness(rgb, -0.4), "brightness", -0.36, None)
+    assert down["source"] == "brightest" and abs(down["alpha"] + 0.4) <= 1 / 255
+    for alpha in (0.3, -0.3):  # an undisturbed image still reaches black and white
+        vetoed = refine_decision(rgb, "brightness", alpha, None)
+        assert vetoed["veto"] and vetoed["type"] == "none" and vetoed["alpha"] is None
+    photo = natural_image(160, 200, seed=21)  # unstretched: a stretch leaves gaps of its own
+    gain = refine_decision(contrast(photo, 0.7), "contrast", None, 0.75)
+    assert gain["source"] == "gain_fit" and abs(gain["beta"] - 0.7) <= 1 / 255
+    assert gain["beta_classifier"] == 0.75
+    assert refine_decision(photo, "contrast", None, 1.6)["veto"]  # no gaps, nothing clipped
+    assert refine_decision(rgb, "none", None, None) == {
+        "type": "none", "alpha": None, "beta": None, "source": "classifier", "veto": None
+    }
+
+
+def test_dev_evaluation_judges_the_localizer_without_restoration(weight_files):
+    from forgectl.backends.reconwave import ReConWaveBackend
+    from forgectl.training.recipe import Recipe
+
+    recipe = training_recipe()
+    options = recipe.dev_backend_options(recipe.configs["tiny"])
+    assert options == {"restore": "off"} and Recipe.dev_backend_options(recipe, {}) == {}
+    # The trainer's dev run must work before any restoration weights exist.
+    backend = ReConWaveBackend(
+        weights=weight_files["localize"], restore_weights="/nonexistent.safetensors", **options
+    )
+    check_result(backend, image_from_array(natural_image(40, 56, seed=12)))
+
+
+def test_exact_inverse_is_exact_where_nothing_clipped_and_marks_the_rest():
+    rgb = natural_image(64, 80, seed=24)
+    for kind, a, b, disturbed in (
+        ("brightness", 0.3, None, brightness(rgb, 0.3)),
+        ("brightness", -0.3, None, brightness(rgb, -0.3)),
+        ("contrast", None, 0.7, contrast(rgb, 0.7)),
+        ("contrast", None, 1.8, contrast(rgb, 1.8)),
+    ):
+        inv, lost = exact_inverse(disturbed, kind, a, b)
+        assert inv.shape == rgb.shape and inv.dtype == np.uint8 and lost.shape == rgb.shape
+        err = np.abs(inv.astype(int) - rgb.astype(int))[~lost]
+        assert err.max() <= 1  # 8-bit rounding of a gain below 1 merges neighbouring levels
+        if kind == "contrast" and b < 1:
+            assert not lost.any()
+        else:
+            assert lost.any()
+    same, none_lost = exact_inverse(rgb, "none", None, None)
+    np.testing.assert_array_equal(same, rgb)
+    assert not none_lost.any()

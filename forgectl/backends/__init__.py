@@ -23,6 +23,7 @@ _REGISTRY: dict[str, str] = {
     "noise": "forgectl.backends.noise:NoiseBackend",
     "ghost": "forgectl.backends.ghost:GhostBackend",
     "omni": "forgectl.backends.omni:OmniBackend",
+    "reconwave": "forgectl.backends.reconwave:ReConWaveBackend",
 }
 
 

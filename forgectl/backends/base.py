@@ -200,6 +200,43 @@ class OnnxRunner:
                         strict=True))
 
 
+def load_checked_state(
+    model: Any, path: Path, skip_prefixes: tuple[str, ...] = ()
+) -> None:
+    """Load safetensors weights into ``model`` (a ``torch.nn.Module``) and put it in eval mode.
+
+    Tensors are cast to float32 (weights may ship as float16); keys starting with
+    ``skip_prefixes`` (training-only heads) are dropped. Every remaining key and shape must
+    match the model the card's config built.
+
+    Raises:
+        WeightsError: unreadable file, or missing / unexpected / mis-shaped tensors.
+    """
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own types for malformed files
+        raise WeightsError(f"cannot read {path}: {exc}") from exc
+    state = {
+        k: v.float() if v.is_floating_point() else v
+        for k, v in state.items()
+        if not (skip_prefixes and k.startswith(skip_prefixes))
+    }
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise WeightsError(
+            f"{Path(path).name} does not match its model card: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors (first: "
+            f"{(missing + unexpected + wrong)[0]})"
+        )
+    model.load_state_dict(state, strict=True)
+    model.eval()
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

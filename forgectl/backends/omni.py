@@ -190,8 +190,8 @@ class OmniBackend(Backend):
     def model(self) -> OmniIML:
         if self._model is None:
             import torch
-            from safetensors.torch import load_file
 
+            from forgectl.backends.base import load_checked_state
             from forgectl.nets.omni import OmniIML
 
             torch.set_num_threads(torch_threads())
@@ -199,25 +199,7 @@ class OmniBackend(Backend):
                 model = OmniIML(self.model_config(), with_box_head=False, pretrained=False)
             except (KeyError, TypeError, ValueError) as exc:
                 raise WeightsError(f"omni model card config is invalid: {exc}") from exc
-            try:
-                state = load_file(str(self.weights_path))
-            except Exception as exc:  # safetensors raises its own types for malformed files
-                raise WeightsError(f"cannot read {self.weights_path}: {exc}") from exc
-            state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
-                     if not k.startswith(TRAINING_ONLY_PREFIXES)}
-            own = model.state_dict()
-            missing = sorted(set(own) - set(state))
-            unexpected = sorted(set(state) - set(own))
-            wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-            if missing or unexpected or wrong:
-                raise WeightsError(
-                    f"{self.weights_path.name} does not match its model card: "
-                    f"{len(missing)} missing, {len(unexpected)} unexpected, "
-                    f"{len(wrong)} mis-shaped tensors (first: "
-                    f"{(missing + unexpected + wrong)[0]})"
-                )
-            model.load_state_dict(state, strict=True)
-            model.eval()
+            load_checked_state(model, self.weights_path, TRAINING_ONLY_PREFIXES)
             self._model = model
         return self._model
 

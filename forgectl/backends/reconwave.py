@@ -8,7 +8,10 @@ ReConWave-Net, J. Comput. Appl. 2026, 46(6): 1893-1903. Two learned modules run 
 2. localization (:class:`forgectl.nets.wavelet_unet.WaveletUNet`) on the restored pixels, in
    overlapping tiles on the 8x8 grid (padded, never resized), blended.
 
-Not registered in :mod:`forgectl.backends` yet: no trained weights exist. Options:
+Shipped weights: ``weights/reconwave-tiny.safetensors`` (localizer) and
+``weights/reconwave-restore-tiny.safetensors`` (restoration), each with its model card.
+``--runtime onnx`` runs the localizer's exported graph (``forgectl export``); the restoration
+module stays in PyTorch (``-p restore=off`` for a run without torch). Options:
 ``restore`` (``learned`` default, ``classical`` = the blind baseline of
 :func:`forgectl.restore.classical_restore`, which changes every image, or ``off``),
 ``restore_weights`` (default ``weights/reconwave-restore-tiny.safetensors``),
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from forgectl.backends.base import WEIGHTS_DIR, Backend, MethodSpec, Result
+from forgectl.backends.base import WEIGHTS_DIR, Backend, ExportGraph, MethodSpec, Result, TileRunner
 from forgectl.errors import UsageError, WeightsError
 from forgectl.intake import ForensicImage
 
@@ -36,6 +39,10 @@ PAPER = (
     "contrastive U-Net, J. Comput. Appl. 2026, 46(6): 1893-1903"
 )
 MULTIPLE = 32
+INPUT_NAMES = ("image",)
+OUTPUT_NAMES = ("mask",)
+#: Trace size of the export: a multiple of 32 that no parity sample's tile has.
+TRACE_SIZE = (160, 224)
 RESTORE_MODES = ("learned", "classical", "off")
 
 
@@ -49,6 +56,7 @@ class ReConWaveBackend(Backend):
         weights="reconwave-tiny.safetensors",
         paper=PAPER,
     )
+    runtimes = ("torch", "onnx")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,9 +96,8 @@ class ReConWaveBackend(Backend):
     def model(self) -> WaveletUNet:
         if self._model is None:
             import torch
-            from safetensors.torch import load_file
 
-            from forgectl.backends.base import compute_threads
+            from forgectl.backends.base import compute_threads, load_checked_state
             from forgectl.nets.wavelet_unet import WaveletUNet
 
             torch.set_num_threads(compute_threads())
@@ -98,21 +105,7 @@ class ReConWaveBackend(Backend):
                 model = WaveletUNet(self.model_config(), pretrained=False)
             except (KeyError, TypeError, ValueError) as exc:
                 raise WeightsError(f"reconwave model card config is invalid: {exc}") from exc
-            try:
-                state = load_file(str(self.weights_path))
-            except Exception as exc:  # safetensors raises its own types for malformed files
-                raise WeightsError(f"cannot read {self.weights_path}: {exc}") from exc
-            state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-            own = model.state_dict()
-            bad = sorted(set(own) ^ set(state)) + sorted(
-                k for k in set(own) & set(state) if own[k].shape != state[k].shape
-            )
-            if bad:
-                raise WeightsError(
-                    f"{self.weights_path.name} does not match its model card (first: {bad[0]})"
-                )
-            model.load_state_dict(state, strict=True)
-            model.eval()
+            load_checked_state(model, self.weights_path)
             self._model = model
         return self._model
 
@@ -135,21 +128,70 @@ class ReConWaveBackend(Backend):
         return rgb, {"method": "off", "restored": False}
 
     def _localize(self, rgb: np.ndarray) -> tuple[np.ndarray, int]:
-        import torch
-
         from forgectl.nets.tiling import BlendAccumulator, pad_to, plan_tiles
 
-        model = self.model()
+        run = self.tile_runner()
         plan = plan_tiles(rgb.shape[0], rgb.shape[1], self.tile, self.overlap, MULTIPLE)
         padded = pad_to(rgb, plan.padded_height, plan.padded_width)  # as in training crops
         acc = BlendAccumulator(plan)
-        with torch.inference_mode():
-            for t in plan.tiles:
-                win = padded[t.y0 : t.y0 + t.height, t.x0 : t.x0 + t.width]
-                x = torch.from_numpy(np.ascontiguousarray(win.transpose(2, 0, 1))).float()
-                prob = torch.sigmoid(model(x[None] / 255.0)["mask"])[0, 0]
-                acc.add(t, prob.numpy())
+        for t in plan.tiles:
+            win = padded[t.y0 : t.y0 + t.height, t.x0 : t.x0 + t.width]
+            x = np.ascontiguousarray(win.transpose(2, 0, 1), np.float32)[None] / 255.0
+            acc.add(t, run({"image": x})["mask"][0, 0])
         return acc.result(), len(plan.tiles)
+
+    # ------------------------------------------------------------------ runtimes and export
+
+    def torch_runner(self) -> TileRunner:
+        """The localizer on one tile: ``image (1, 3, H, W)`` float32 in [0, 1] -> ``mask
+        (1, 1, H, W)`` probability."""
+        import torch
+
+        model = self.model()
+
+        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            with torch.inference_mode():
+                out = model(torch.from_numpy(np.ascontiguousarray(feeds["image"])))
+                return {"mask": torch.sigmoid(out["mask"]).float().numpy()}
+
+        return run
+
+    def export_graph(self) -> ExportGraph:
+        """The localizer's per-tile graph (restoration is not part of it: it reads the whole
+        image and runs in PyTorch before tiling)."""
+        from forgectl.nets.wavelet_unet import tile_graph
+
+        h, w = TRACE_SIZE
+        example = {"image": np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)}
+        contract = {
+            "inputs": {
+                "image": {
+                    "shape": [1, 3, "height", "width"],
+                    "dtype": "float32",
+                    "meaning": "RGB, channels first, rgb / 255 (the graph normalizes itself); "
+                    "restored first when the restoration module saw a disturbance",
+                }
+            },
+            "outputs": {
+                "mask": {
+                    "shape": [1, 1, "height", "width"],
+                    "dtype": "float32",
+                    "meaning": "probability that the pixel is manipulated",
+                }
+            },
+            "constraints": [
+                f"height and width multiples of {MULTIPLE} (the backend pads tiles)",
+                "batch 1",
+            ],
+        }
+        return ExportGraph(
+            module=tile_graph(self.model()),
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            dynamic_axes={"image": {2: "height", 3: "width"}, "mask": {2: "height", 3: "width"}},
+            example=example,
+            contract=contract,
+        )
 
     def analyze(self, image: ForensicImage) -> Result:
         restored, restoration = self._restore(image.rgb)

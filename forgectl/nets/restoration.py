@@ -83,15 +83,17 @@ def _check_image(x: torch.Tensor, name: str) -> None:
 
 def stats_dim(hist_bins: int) -> int:
     """Length K of the global statistics vector."""
-    return len(STAT_QUANTILES) + 5 * 3 + hist_bins
+    return len(STAT_QUANTILES) + 7 * 3 + hist_bins
 
 
 def global_stats(x: torch.Tensor, hist_bins: int) -> torch.Tensor:
     """Disturbance evidence of whole images, computed without learning.
 
     Per channel: mean, standard deviation, fraction of pixels at 0 and at 255 (clipping by a
-    negative / positive shift or a gain), and the fraction of *empty* 8-bit levels between the
-    darkest and brightest occupied level (a gain above 1 skips levels; below 1 merges them).
+    negative / positive shift or a gain), the fraction of *empty* 8-bit levels between the
+    darkest and brightest occupied level (a gain above 1 skips levels; below 1 merges them), and
+    the darkest and brightest value (most photos reach both ends of the range, so after a shift
+    or a gain below 1 the extremes give the strength to about one 8-bit level).
     Pooled over channels: quantiles :data:`STAT_QUANTILES` and a ``hist_bins`` grey-level
     histogram (shares summing to 1).
 
@@ -118,10 +120,14 @@ def global_stats(x: torch.Tensor, hist_bins: int) -> torch.Tensor:
     full = x.flatten(2)
     low = (full <= 0.5 / 255).float().mean(2)
     high = (full >= 254.5 / 255).float().mean(2)
+    darkest, brightest = full.amin(2), full.amax(2)
     q = torch.quantile(sub.reshape(b, -1), torch.tensor(STAT_QUANTILES, device=x.device), dim=1)
     hist = counts.sum(1).view(b, hist_bins, 256 // hist_bins).sum(2)
     hist = hist / hist.sum(1, keepdim=True)
-    return torch.cat([q.t(), sub.mean(2), sub.std(2, correction=0), low, high, empty, hist], dim=1)
+    return torch.cat(
+        [q.t(), sub.mean(2), sub.std(2, correction=0), low, high, empty, darkest, brightest, hist],
+        dim=1,
+    )
 
 
 def disturbance_features(

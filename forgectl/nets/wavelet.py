@@ -111,9 +111,12 @@ class DWT2(nn.Module):
         x = _even(x)
         pad = self.filter_length // 2 - 1
         x = _wrap(_wrap(x, pad, pad, 2), pad, pad, 3)
-        weight = self.kernels.to(x.dtype).repeat(c, 1, 1, 1)  # (4C, 1, F, F)
-        out = F.conv2d(x, weight, stride=2, groups=c)  # (B, 4C, h, w), channel-major
-        return out if flat else out.view(b, c, 4, *out.shape[-2:])
+        # Channels folded into the batch rather than a grouped conv with a kernel repeated C
+        # times: same numbers, but the kernel's shape stays fixed, which ONNX export needs.
+        folded = x.reshape(b * c, 1, x.shape[-2], x.shape[-1])
+        out = F.conv2d(folded, self.kernels.to(x.dtype), stride=2)  # (B C, 4, h, w)
+        h, w = out.shape[-2:]
+        return out.reshape(b, c * 4, h, w) if flat else out.reshape(b, c, 4, h, w)
 
 
 class IDWT2(nn.Module):
@@ -147,8 +150,9 @@ class IDWT2(nn.Module):
         up[..., ::2, ::2] = bands.reshape(b, c * 4, h, w)
         half = self.filter_length // 2
         up = _wrap(_wrap(up, half, half - 1, 2), half, half - 1, 3)
-        weight = self.kernels.to(up.dtype).repeat(c, 1, 1, 1)  # (C, 4, F, F): sums the bands
-        out = F.conv2d(up, weight, groups=c)
+        folded = up.reshape(b * c, 4, up.shape[-2], up.shape[-1])
+        out = F.conv2d(folded, self.kernels.to(up.dtype))  # (B C, 1, H, W): sums the bands
+        out = out.reshape(b, c, out.shape[-2], out.shape[-1])
         if size is not None:
             out = out[..., : size[0], : size[1]]
         return out

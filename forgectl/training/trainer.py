@@ -655,7 +655,8 @@ class Trainer:
             weights = Path(tmp) / f"{self.method}-{self.config_name}.safetensors"
             save_tensors(weights, model_tensors(self.model), {"format": WEIGHTS_FORMAT})
             write_json(weights.with_suffix(".json"), self._card_head())
-            backend = backends.load(self.method, weights=weights)
+            options = self.recipe.dev_backend_options(self.config)
+            backend = backends.load(self.method, weights=weights, **options)
             summary = evaluate_backend(backend, dataset, limit=self.opt.dev_limit, n_boot=200)
         loc, det, aut = summary["localization"], summary["detection"], summary["authentic"]
         return {
