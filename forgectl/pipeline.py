@@ -109,11 +109,13 @@ def plan_outputs(files: list[Path], out_dir: Path) -> list[InputFile]:
     return plan
 
 
-def check_not_overwriting_inputs(plan: list[InputFile]) -> None:
-    """Refuse to run when an output path would replace an input file."""
+def check_not_overwriting_inputs(
+    plan: list[InputFile], suffixes: Iterable[str] = OUTPUT_SUFFIXES
+) -> None:
+    """Refuse to run when an output path (stem + one of ``suffixes``) would replace an input."""
     inputs = {item.path.resolve() for item in plan}
     for item in plan:
-        for suffix in OUTPUT_SUFFIXES:
+        for suffix in suffixes:
             target = item.out_stem.with_name(item.out_stem.name + suffix).resolve()
             if target in inputs:
                 raise InputError(f"output {target} would overwrite an input; choose another --out")

@@ -57,7 +57,7 @@ def restore(
 ) -> None:
     """Restore brightness/contrast: write <stem>.restored.png and <stem>.restore.json."""
     from forgectl import pipeline
-    from forgectl.errors import ForgectlError, InputError, UsageError
+    from forgectl.errors import ForgectlError, UsageError
     from forgectl.outputs import atomic_write, to_json
     from forgectl.restore import RESTORE_SUFFIXES, Restorer, write_restoration
 
@@ -68,12 +68,7 @@ def restore(
     files, problems = pipeline.collect_inputs(paths, recursive=recursive)
     restorer = Restorer(weights, min_confidence=min_confidence) if mode == "learned" else None
     plan = pipeline.plan_outputs(files, out)
-    inputs = {item.path.resolve() for item in plan}
-    for item in plan:
-        for suffix in RESTORE_SUFFIXES:
-            target = item.out_stem.with_name(item.out_stem.name + suffix).resolve()
-            if target in inputs:
-                raise InputError(f"output {target} would overwrite an input; choose another --out")
+    pipeline.check_not_overwriting_inputs(plan, RESTORE_SUFFIXES)
     for problem in problems:
         typer.echo(f"forgectl: {problem}", err=True)
 
