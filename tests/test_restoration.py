@@ -574,15 +574,13 @@ def test_cli_restore_batch_goes_past_a_bad_file(tmp_path, weight_files):
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     out = tmp_path / "out"
-    base = [sys.executable, "-m", "forgectl", "restore"]
     env = dict(os.environ, FORGECTL_DEBUG="")
-    proc = subprocess.run(
-        [*base, str(folder), "--out", str(out), "--weights", str(weight_files["restore"])],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+
+    def restore(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "forgectl", "restore", *args, "--out", str(out)]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+    proc = restore(str(folder), "--weights", str(weight_files["restore"]))
     assert proc.returncode == 1, proc.stderr
     assert "broken.jpg" in proc.stderr and "Traceback" not in proc.stderr
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -592,23 +590,11 @@ def test_cli_restore_batch_goes_past_a_bad_file(tmp_path, weight_files):
     assert (out / "dim.restored.png").is_file() and not (out / "broken.restored.png").exists()
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and sum("error" in x for x in lines) == 1
-    classical = subprocess.run(
-        [*base, str(folder / "dim.png"), "--out", str(out), "--mode", "classical"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    classical = restore(str(folder / "dim.png"), "--mode", "classical")
     assert classical.returncode == 0, classical.stderr
     written = json.loads((out / "dim.restore.json").read_text())
     assert written["restoration"]["method"] == "classical"
-    usage = subprocess.run(
-        [*base, str(folder / "dim.png"), "--out", str(out), "--mode", "magic"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    usage = restore(str(folder / "dim.png"), "--mode", "magic")
     assert usage.returncode == 2 and "--mode" in usage.stderr
 
 
