@@ -18,6 +18,7 @@ from forgectl.commands._options import (
     ThresholdOpt,
     WeightsOpt,
 )
+from forgectl.commands._records import emit_record
 from forgectl.intake import DEFAULT_MAX_PIXELS
 
 EXIT_FAILED = 1
@@ -79,7 +80,7 @@ def localize(
     """
     from forgectl import backends, pipeline
     from forgectl.errors import ForgectlError
-    from forgectl.outputs import atomic_write, to_json, write_result_files
+    from forgectl.outputs import atomic_write, write_result_files
 
     files, problems = pipeline.collect_inputs(paths, recursive=recursive)
     options = parse_params(param or [])
@@ -122,11 +123,7 @@ def localize(
                     failed += 1
                     record = pipeline.error_record(item.path, str(exc), method)
                     typer.echo(f"forgectl: {item.path}: error: {exc}", err=True)
-                if log is not None:
-                    log.write(to_json(record) + "\n")
-                    log.flush()
-                if json_stdout:
-                    typer.echo(to_json(record))
+                emit_record(record, log, json_stdout)
                 if progress is not None:
                     progress.advance(task)
         finally:

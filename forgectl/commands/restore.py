@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from forgectl.commands._options import MaxPixelsOpt, OutDirOpt, RecursiveOpt
+from forgectl.commands._records import emit_record
 from forgectl.intake import DEFAULT_MAX_PIXELS
 
 EXIT_FAILED = 1
@@ -58,7 +59,7 @@ def restore(
     """Restore brightness/contrast: write <stem>.restored.png and <stem>.restore.json."""
     from forgectl import pipeline
     from forgectl.errors import ForgectlError, UsageError
-    from forgectl.outputs import atomic_write, to_json
+    from forgectl.outputs import atomic_write
     from forgectl.restore import RESTORE_SUFFIXES, Restorer, write_restoration
 
     if mode not in MODES:
@@ -88,11 +89,7 @@ def restore(
                 failed += 1
                 record = {"input": {"path": str(item.path)}, "error": str(exc)}
                 typer.echo(f"forgectl: {item.path}: error: {exc}", err=True)
-            if log is not None:
-                log.write(to_json(record) + "\n")
-                log.flush()
-            if json_stdout:
-                typer.echo(to_json(record))
+            emit_record(record, log, json_stdout)
 
     typer.echo(
         f"forgectl: {done} image(s) checked ({mode}), {restored} restored, {failed} failed; "
