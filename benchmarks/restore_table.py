@@ -11,7 +11,8 @@ The photos are the first ``--photos`` of the corpus's ``test`` split
 (:func:`forgectl.training.synth.split_sources`, by a hash of the file name; training never sees
 them); ``--per-kind`` forgeries of each kind are made from them with a fixed seed. Rows: alpha =
 0.5, alpha = -0.5, beta = 0.7, beta = 2.0 (the paper's grid) and an undisturbed control row.
-``--json`` also writes the full table (overall and per kind).
+``--json`` also writes the full table (overall and per kind). ``--skip N`` starts after the first
+N photos: a validation set apart from the table (``--skip 12 --seed 7`` chose between weights).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=SHARED / "corpus")
     ap.add_argument("--photos", type=int, default=12, help="held-out photos used")
+    ap.add_argument(
+        "--skip", type=int, default=0, help="leave out the first N held-out photos (validation)"
+    )
     ap.add_argument("--per-kind", type=int, default=12, help="forgeries per kind")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--weights", type=Path, help="learned restoration weights (optional)")
@@ -79,7 +83,7 @@ def main() -> None:
     if args.fit_reference:
         fit_reference(args.corpus, args.reference_photos, seed=0)
         return
-    photos = rt.held_out_photos(args.corpus, args.photos)
+    photos = rt.held_out_photos(args.corpus, args.photos, args.skip)
     images = rt.synthetic_set(photos, args.per_kind, seed=args.seed)
     restorers: dict[str, rt.Restore] = {"classical": lambda rgb: classical_restore(rgb)[0]}
     if args.weights:

@@ -25,6 +25,7 @@ from forgectl.nets.restoration import (
     RestorationNet,
     SwinBlock,
     SwinRestorer,
+    WindowAttention,
     condition_from_truth,
     global_stats,
     guided_inverse,
@@ -37,6 +38,7 @@ from forgectl.restore import (
     REFERENCE_QUANTILES,
     Restorer,
     classical_restore,
+    clipped_values,
     exact_inverse,
     fit_contrast_gain,
     refine_decision,
@@ -179,6 +181,27 @@ def test_shifted_windows_do_not_mix_pixels_wrapped_around_the_border():
     assert not torch.allclose(moved[0, 1, 1], base[0, 1, 1])  # same region: influence
     unmasked = SwinBlock(dim=8, heads=2, window=4, shift=0, mlp_ratio=2.0)
     assert unmasked.shift == 0
+
+
+def test_window_attention_equals_plain_attention_with_each_window_mask():
+    """The fast path (shared-bias call, then only the masked windows again) is plain softmax
+    attention with bias + that window's mask, window by window."""
+    from forgectl.nets.restoration import shifted_window_mask
+
+    torch.manual_seed(3)
+    attn = WindowAttention(dim=8, heads=2, window=4).eval()
+    x = torch.rand(2, 16, 16, 8)  # 2 images, 4 x 4 windows of 16 tokens
+    mask = shifted_window_mask(16, 16, 4, 2, x.device)
+    b, nw, n = 2, 16, 16
+    qkv = attn.qkv(x).view(b, nw, n, 3, 2, 4).permute(3, 0, 1, 4, 2, 5)
+    q, k, v = qkv.unbind(0)
+    bias = attn.bias_table[attn.bias_index].permute(2, 0, 1)
+    for m in (None, mask):
+        scores = q @ k.transpose(-1, -2) / 2.0 + bias  # d = 4: scale 1 / sqrt(4)
+        if m is not None:
+            scores = scores + m[None, :, None]
+        expect = attn.proj((scores.softmax(-1) @ v).transpose(2, 3).reshape(b, nw, n, 8))
+        torch.testing.assert_close(attn(x, m), expect, atol=1e-5, rtol=1e-5)
 
 
 def test_global_stats_see_clipping_and_empty_levels():
@@ -399,6 +422,39 @@ def test_restoration_recipe_pairs_are_exact_disturbances_of_the_clean_crop():
         expect = apply_disturbance(clean, dist)
         got = np.round(item["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
         np.testing.assert_array_equal(got, expect)
+
+
+def test_restoration_recipe_marks_the_clipped_values_and_weighs_them_alone():
+    recipe = RestorationRecipe()
+    config = _tiny_config(recipe, "restore-tiny", crop=32, flip_prob=0.0)
+    seen = set()
+    for seed in range(10):
+        item = recipe.prepare(_sample(), config, np.random.default_rng(seed))
+        kind = DISTURBANCE_CLASSES[int(item["kind"])]
+        image = np.round(item["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
+        lost = clipped_values(image, kind, float(item["alpha"]), float(item["beta"]))
+        assert item["lost"].shape == (3, 32, 32)
+        np.testing.assert_array_equal(item["lost"].numpy().transpose(1, 2, 0) > 0, lost)
+        seen.add(bool(lost.any()))
+    assert seen == {True, False}
+    # Stage 2 (fine-tuning, the shipped restorer) weighs the clipped values on their own.
+    ft = RestorationRecipe().configs["restore-tiny-ft"]
+    assert ft["loss_weights"]["lost_mse"] > 0 and ft["init_weights"]
+    assert config["loss_weights"]["lost_mse"] == 0  # stage 1's recipe, as it was trained
+    out = _check_loss(recipe, config)
+    assert "lost_mse" in out["logs"]
+
+
+def test_clipped_values_follow_the_disturbance():
+    rgb = natural_image(48, 64, seed=25)
+    assert not clipped_values(rgb, "none", None, None).any()
+    assert not clipped_values(contrast(rgb, 0.7), "contrast", None, 0.7).any()
+    np.testing.assert_array_equal(
+        clipped_values(brightness(rgb, -0.3), "brightness", -0.3, None),
+        brightness(rgb, -0.3) == 0,
+    )
+    up = contrast(rgb, 1.8)
+    np.testing.assert_array_equal(clipped_values(up, "contrast", None, 1.8), up == 255)
 
 
 def test_localizer_recipe_prepare_and_loss():
@@ -698,6 +754,41 @@ def test_decision_checks_read_the_shift_from_the_extremes_and_veto_impossible_on
     assert refine_decision(rgb, "none", None, None) == {
         "type": "none", "alpha": None, "beta": None, "source": "classifier", "veto": None
     }
+
+
+def test_decision_reads_a_large_shift_the_classifier_reads_short_from_the_darkest_value():
+    shifted = brightness(_full_range(26), 0.5)
+    short = refine_decision(shifted, "brightness", 0.38, None)  # the classifier's typical miss
+    assert short["source"] == "darkest" and abs(short["alpha"] - 0.5) <= 1 / 255
+    far = refine_decision(shifted, "brightness", 0.25, None)  # too far: keep the classifier's
+    assert far["source"] == "classifier" and far["alpha"] == 0.25
+
+
+def test_decision_turns_a_darkening_shift_into_the_gain_the_histogram_shows():
+    photo = natural_image(160, 200, seed=21)
+    dim = contrast(photo, 0.7)
+    switched = refine_decision(dim, "brightness", -0.3, None)
+    assert switched["type"] == "contrast" and abs(switched["beta"] - 0.7) <= 1 / 255
+    assert switched["alpha"] is None and switched["source"] == "gain_fit"
+    assert switched["switched_from"] == {"type": "brightness", "alpha": -0.3}
+    # A real shift keeps its type: moving 8-bit levels leaves no gain fingerprint.
+    shifted = refine_decision(brightness(_full_range(23), -0.4), "brightness", -0.36, None)
+    assert shifted["type"] == "brightness" and "switched_from" not in shifted
+
+
+def test_restorer_runs_only_the_tiles_that_hold_needed_pixels(weight_files):
+    restorer = Restorer(weight_files["restore"], tile=32, overlap=8)
+    rgb = natural_image(40, 88, seed=27)
+    cond = Restorer._decided_condition({"type": "brightness", "alpha": -0.3, "beta": None})
+    full = restorer._run_tiles(rgb, cond)
+    needed = np.zeros(rgb.shape[:2], bool)
+    needed[5:9, 3:6] = True  # inside the two tiles at x = 0 of the plan's 2 x 4
+    calls = []
+    forward = restorer.net.restorer.forward
+    restorer.net.restorer.forward = lambda *a: calls.append(1) or forward(*a)
+    part = restorer._run_tiles(rgb, cond, needed)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(part[needed], full[needed])
 
 
 def test_dev_evaluation_judges_the_localizer_without_restoration(weight_files):

@@ -9,12 +9,12 @@ ReConWave-Net, J. Comput. Appl. 2026, 46(6): 1893-1903. Two learned modules run 
    overlapping tiles on the 8x8 grid (padded, never resized), blended.
 
 Shipped weights: ``weights/reconwave-tiny.safetensors`` (localizer) and
-``weights/reconwave-restore-tiny.safetensors`` (restoration), each with its model card.
+``weights/reconwave-restore-tiny-ft.safetensors`` (restoration), each with its model card.
 ``--runtime onnx`` runs the localizer's exported graph (``forgectl export``); the restoration
 module stays in PyTorch (``-p restore=off`` for a run without torch). Options:
 ``restore`` (``learned`` default, ``classical`` = the blind baseline of
 :func:`forgectl.restore.classical_restore`, which changes every image, or ``off``),
-``restore_weights`` (default ``weights/reconwave-restore-tiny.safetensors``),
+``restore_weights`` (default ``weights/reconwave-restore-tiny-ft.safetensors``),
 ``min_confidence`` (0.5), ``tile`` (384, multiple of 32) and ``overlap`` (64).
 """
 
@@ -231,7 +231,8 @@ class ReConWaveBackend(Backend):
 
 
 def training_recipe() -> Recipe:
-    """Both stages (``tiny``/``paper`` localizer, ``restore-tiny``/``restore-paper``)."""
+    """Both stages (``tiny``/``paper`` localizer; ``restore-tiny``, ``restore-tiny-ft``,
+    ``restore-paper`` restoration)."""
     from forgectl.training.reconwave import training_recipe as recipe
 
     return recipe()

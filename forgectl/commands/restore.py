@@ -38,7 +38,7 @@ def restore(
         Path | None,
         typer.Option(
             "--weights",
-            help="Restoration weights (default: weights/reconwave-restore-tiny.safetensors).",
+            help="Restoration weights (default: weights/reconwave-restore-tiny-ft.safetensors).",
         ),
     ] = None,
     min_confidence: Annotated[

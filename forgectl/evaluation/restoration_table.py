@@ -134,11 +134,12 @@ class EvalImage:
     name: str
 
 
-def held_out_photos(corpus: Path, count: int) -> list[Path]:
-    """The first ``count`` photos of the corpus's ``test`` split (never used in training)."""
+def held_out_photos(corpus: Path, count: int, skip: int = 0) -> list[Path]:
+    """``count`` photos of the corpus's ``test`` split (never used in training), after the
+    first ``skip`` (the table uses 0; other offsets give validation sets apart from it)."""
     from forgectl.training.synth import list_images, split_sources
 
-    return split_sources(list_images(Path(corpus)), "test")[:count]
+    return split_sources(list_images(Path(corpus)), "test")[skip : skip + count]
 
 
 def synthetic_set(

@@ -318,20 +318,22 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).view(b, nw, n, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, heads, N, d)
         bias = self.bias_table[self.bias_index].permute(2, 0, 1).to(q.dtype)  # (heads, N, N)
-        # 4-D calls: on CPU, SDPA with 5-D inputs is several times slower than with 4-D ones.
-        if mask is None:
-            flat = [t.reshape(b * nw, self.heads, n, -1) for t in (q, k, v)]
-            out = F.scaled_dot_product_attention(*flat, attn_mask=bias).view(
-                b, nw, self.heads, n, -1
-            )
-        else:  # the shift mask differs per window: one call per image, (nW, h, N, N) mask
-            attn_mask = bias[None] + mask[:, None].to(q.dtype)
-            out = torch.stack(
-                [
-                    F.scaled_dot_product_attention(q[i], k[i], v[i], attn_mask=attn_mask)
-                    for i in range(b)
-                ]
-            )
+        # 4-D inputs and a 4-D mask: on CPU, SDPA takes its fused kernel only then (a 3-D mask
+        # or 5-D inputs fall back to the math path: 6.6x slower, benchmarks/restore_speed.py).
+        flat = [t.reshape(b * nw, self.heads, n, -1) for t in (q, k, v)]
+        out = F.scaled_dot_product_attention(*flat, attn_mask=bias[None])
+        out = out.view(b, nw, self.heads, n, -1)
+        if mask is not None:
+            # Only the windows of the last window row and column hold pixels from opposite
+            # borders (mask != 0); the rest took the shared-bias call above. Redo just those
+            # with their own mask rather than build an (nW, heads, N, N) mask for every window.
+            masked = (mask != 0).flatten(1).any(1).nonzero()[:, 0]
+            attn_mask = bias[None] + mask[masked, None].to(q.dtype)
+            out = out.clone()
+            for i in range(b):
+                out[i, masked] = F.scaled_dot_product_attention(
+                    q[i, masked], k[i, masked], v[i, masked], attn_mask=attn_mask
+                )
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
 
 

@@ -2,8 +2,9 @@
 
 One :class:`ReConWaveRecipe` (``name = "reconwave"``) holds both stages as configs, so the shared
 trainer trains either with no change: ``forgectl train --method reconwave --config tiny`` (the
-localizer) and ``--config restore-tiny`` (the restoration module, shipped as
-``reconwave-restore-tiny.safetensors``). Each config's ``"stage"`` picks the stage recipe.
+localizer) and ``--config restore-tiny`` then ``restore-tiny-ft`` (the restoration module:
+stage 1, then stage 2 fine-tuned from it on the clipped values, shipped as
+``reconwave-restore-tiny-ft.safetensors``). Each config's ``"stage"`` picks the stage recipe.
 
 **Restoration** (:class:`RestorationRecipe`). A sample's image (a synthetic forgery or authentic
 photo; the engine's own disturbance is switched off in ``synth``) is the clean target. The
@@ -44,6 +45,7 @@ import numpy as np
 
 from forgectl.errors import UsageError
 from forgectl.evaluation.perturb import brightness, contrast
+from forgectl.restore import clipped_values
 from forgectl.training.recipe import Recipe, SynthSample
 
 if TYPE_CHECKING:
@@ -153,8 +155,16 @@ class RestorationRecipe(Recipe):
                 "beta_high": [1.5, 2.2],
             },
             # MSE is what PSNR scores: in clipped (lost) pixels it learns the conditional mean,
-            # where L1 alone would learn the median.
-            "loss_weights": {"l1": 0.5, "mse": 10.0, "cls": 0.1, "strength": 0.5, "psnr": 0.0},
+            # where L1 alone would learn the median. ``lost_mse`` (MSE on the clipped values
+            # alone) is 0 here: this is the recipe stage 1 was trained with.
+            "loss_weights": {
+                "l1": 0.5,
+                "mse": 10.0,
+                "lost_mse": 0.0,
+                "cls": 0.1,
+                "strength": 0.5,
+                "psnr": 0.0,
+            },
             # The recipe disturbs the images itself (its ranges, not the engine's).
             "synth": {"history": {"disturb_prob": 0.0}},
         }
@@ -166,15 +176,45 @@ class RestorationRecipe(Recipe):
             "steps": 100000,
             "warmup_steps": 1000,
         }
+        # Stage 2: inference keeps the exact inverse wherever nothing clipped and uses the
+        # network only on clipped values, under the decided (one-hot) condition. So fine-tune
+        # on what inference uses: the clipped values weigh on their own (``lost_mse``), and the
+        # restorer is mostly conditioned on the true disturbance.
+        finetune = {
+            **training,
+            "lr": 2.5e-4,
+            "steps": 2000,
+            "warmup_steps": 50,
+            "teacher_prob": 0.8,
+            "loss_weights": {
+                "l1": 0.5,
+                "mse": 2.0,
+                "lost_mse": 20.0,
+                "cls": 0.1,
+                "strength": 0.5,
+                "psnr": 0.0,
+            },
+        }
+        ft = _restore_config("tiny", finetune)
+        ft["init_weights"] = "reconwave-restore-tiny.safetensors"
+        ft["pretrained"] = "fine-tuned from forgectl's reconwave-restore-tiny (stage 1, its card)"
         self.configs = {
             "restore-tiny": _restore_config("tiny", training),
+            "restore-tiny-ft": ft,
             "restore-paper": _restore_config("paper", paper),
         }
 
     def build_model(self, config: dict[str, Any]) -> torch.nn.Module:
+        from forgectl.backends.base import WEIGHTS_DIR, load_checked_state
         from forgectl.nets.restoration import RestorationNet
 
-        return RestorationNet(config["model"])
+        model = RestorationNet(config["model"])
+        if config.get("init_weights"):
+            path = WEIGHTS_DIR / str(config["init_weights"])
+            if not path.is_file():
+                raise UsageError(f"init_weights: {path} not found")
+            load_checked_state(model, path)
+        return model
 
     def prepare(
         self, sample: SynthSample, config: dict[str, Any], rng: np.random.Generator
@@ -198,10 +238,12 @@ class RestorationRecipe(Recipe):
         valid = pad_to(np.ones(clean.shape[:2], np.float32)[win], crop, crop)
         x, y = pad_to(disturbed[win], crop, crop), pad_to(clean[win], crop, crop)
         mask = pad_to((np.asarray(sample.mask) > 0).astype(np.float32)[win], crop, crop)
+        lost = clipped_values(disturbed[win], dist["type"], dist["alpha"], dist["beta"])
+        lost = pad_to(lost.astype(np.float32), crop, crop)
         flip_p = float(config.get("flip_prob", 0.0))
         for axis in (0, 1):
             if rng.random() < flip_p:
-                x, y, valid, mask = (np.flip(a, axis) for a in (x, y, valid, mask))
+                x, y, valid, mask, lost = (np.flip(a, axis) for a in (x, y, valid, mask, lost))
         return {
             "image": _to_tensor(x),
             "clean": _to_tensor(y),
@@ -213,6 +255,7 @@ class RestorationRecipe(Recipe):
             "beta": torch.tensor(dist["beta"] or 1.0, dtype=torch.float32),
             "teacher": torch.tensor(bool(rng.random() < float(config.get("teacher_prob", 0)))),
             "mask": torch.from_numpy(np.ascontiguousarray(mask))[None],
+            "lost": torch.from_numpy(np.ascontiguousarray(lost.transpose(2, 0, 1))),
         }
 
     def loss(
@@ -236,9 +279,12 @@ class RestorationRecipe(Recipe):
         mse_train = (((restored - batch["clean"]) * valid) ** 2).sum() / (valid.sum() * 3).clamp(
             min=1
         )
+        lost = batch["lost"] * valid
+        lost_mse = ((restored - batch["clean"]) ** 2 * lost).sum() / lost.sum().clamp(min=1)
         terms = {
             "l1": l1,
             "mse": mse_train,
+            "lost_mse": lost_mse,
             "cls": F.cross_entropy(out_cls["logits"], kind.long()),
         }
         bright, contr = kind == 1, kind == 2
