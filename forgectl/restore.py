@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from forgectl.errors import InputError, UsageError, WeightsError
+from forgectl.evaluation.perturb import clipped_values
 
 if TYPE_CHECKING:
     from forgectl.nets.restoration import RestorationNet
@@ -285,22 +286,6 @@ def refine_decision(
     if out["veto"]:
         out.update(type="none", alpha=None, beta=None, source=None)
     return out
-
-
-def clipped_values(
-    rgb: np.ndarray, kind: str, alpha: float | None, beta: float | None
-) -> np.ndarray:
-    """(H, W, 3) bool: the values a disturbance clipped, whose clean value is lost.
-
-    At 255 after ``alpha > 0`` or ``beta > 1``, at 0 after ``alpha < 0``; none after ``beta <=
-    1`` or ``kind == "none"``. Only these need the learned restorer (:func:`exact_inverse`), so
-    its training loss weighs them on their own too (``training/reconwave.py``).
-    """
-    if kind == "brightness" and alpha:
-        return rgb == (255 if alpha > 0 else 0)
-    if kind == "contrast" and beta and beta > 1:
-        return rgb == 255
-    return np.zeros(rgb.shape, bool)
 
 
 def exact_inverse(

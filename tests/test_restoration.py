@@ -18,7 +18,7 @@ import torch
 
 from forgectl import backends
 from forgectl.evaluation import restoration_table as rt
-from forgectl.evaluation.perturb import brightness, contrast
+from forgectl.evaluation.perturb import brightness, clipped_values, contrast
 from forgectl.intake import image_from_array
 from forgectl.nets.restoration import (
     DISTURBANCE_CLASSES,
@@ -38,7 +38,6 @@ from forgectl.restore import (
     REFERENCE_QUANTILES,
     Restorer,
     classical_restore,
-    clipped_values,
     exact_inverse,
     fit_contrast_gain,
     refine_decision,

@@ -57,6 +57,23 @@ def contrast(rgb: np.ndarray, beta: float) -> np.ndarray:
     return _from_unit(np.clip(_to_unit(rgb) * beta, 0.0, 1.0))
 
 
+def clipped_values(
+    rgb: np.ndarray, kind: str, alpha: float | None, beta: float | None
+) -> np.ndarray:
+    """(H, W, 3) bool: the values a disturbance clipped, whose clean value is lost.
+
+    At 255 after ``alpha > 0`` or ``beta > 1``, at 0 after ``alpha < 0``; none after ``beta <=
+    1`` or ``kind == "none"``. Only these need ReConWave-Net's learned restorer
+    (:func:`forgectl.restore.exact_inverse`), so its training loss weighs them on their own
+    too (``training/reconwave.py``).
+    """
+    if kind == "brightness" and alpha:
+        return rgb == (255 if alpha > 0 else 0)
+    if kind == "contrast" and beta and beta > 1:
+        return rgb == 255
+    return np.zeros(rgb.shape, bool)
+
+
 def gaussian_blur(rgb: np.ndarray, kernel: int) -> np.ndarray:
     """(H, W, 3) uint8 blurred with a ``kernel x kernel`` Gaussian (sigma derived from size)."""
     import cv2

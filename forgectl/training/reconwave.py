@@ -44,8 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from forgectl.errors import UsageError
-from forgectl.evaluation.perturb import brightness, contrast
-from forgectl.restore import clipped_values
+from forgectl.evaluation.perturb import brightness, clipped_values, contrast
 from forgectl.training.recipe import Recipe, SynthSample
 
 if TYPE_CHECKING:
