@@ -41,7 +41,7 @@ def median_seconds(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(times)
 
 
-def test_image() -> tuple[np.ndarray, str]:
+def sample_image() -> tuple[np.ndarray, str]:
     import cv2
 
     from forgectl.evaluation import restoration_table as rt
@@ -89,7 +89,7 @@ def main() -> None:
     print(f"| ratio | {math_s / fused_s:.1f}x |\n")
 
     restorer = Restorer(args.weights)
-    rgb, source = test_image()
+    rgb, source = sample_image()
     print(f"Restorer.restore on {source}, 384 x 256 ({restorer.weights.name})\n")
     print("| setting | decided | clipped | seconds |")
     print("|---|---|---:|---:|")

@@ -9,12 +9,13 @@ ReConWave-Net, J. Comput. Appl. 2026, 46(6): 1893-1903. Two learned modules run 
    overlapping tiles on the 8x8 grid (padded, never resized), blended.
 
 Shipped weights: ``weights/reconwave-tiny.safetensors`` (localizer) and
-``weights/reconwave-restore-tiny-ft.safetensors`` (restoration), each with its model card.
+``weights/`` + :data:`forgectl.restore.DEFAULT_RESTORE_WEIGHTS` (restoration), each with
+its model card.
 ``--runtime onnx`` runs the localizer's exported graph (``forgectl export``); the restoration
 module stays in PyTorch (``-p restore=off`` for a run without torch). Options:
 ``restore`` (``learned`` default, ``classical`` = the blind baseline of
 :func:`forgectl.restore.classical_restore`, which changes every image, or ``off``),
-``restore_weights`` (default ``weights/reconwave-restore-tiny-ft.safetensors``),
+``restore_weights`` (default: the shipped restoration weights above),
 ``min_confidence`` (0.5), ``tile`` (384, multiple of 32) and ``overlap`` (64).
 """
 

@@ -16,6 +16,7 @@ import typer
 from forgectl.commands._options import MaxPixelsOpt, OutDirOpt, RecursiveOpt
 from forgectl.commands._records import emit_record
 from forgectl.intake import DEFAULT_MAX_PIXELS
+from forgectl.restore import DEFAULT_RESTORE_WEIGHTS
 
 EXIT_FAILED = 1
 MODES = ("learned", "classical")
@@ -38,7 +39,7 @@ def restore(
         Path | None,
         typer.Option(
             "--weights",
-            help="Restoration weights (default: weights/reconwave-restore-tiny-ft.safetensors).",
+            help=f"Restoration weights (default: weights/{DEFAULT_RESTORE_WEIGHTS}).",
         ),
     ] = None,
     min_confidence: Annotated[
