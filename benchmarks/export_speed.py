@@ -19,21 +19,19 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def random_weights(folder: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from forgectl.backends.omni import training_recipe
     from forgectl.nets.omni import OmniIML
+    from forgectl.recipes.omni import recipe as training_recipe
 
     torch.manual_seed(0)
     config = copy.deepcopy(training_recipe().configs["tiny"])

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.intake import encode_jpeg, image_from_bytes, load_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def _f1(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def casia(method: str, count: int) -> None:
     root = SHARED / "bench" / "casia1-dev"
-    backend = backends.load(method)
+    backend = registry.load(method)
     f1s, scores, fracs, flat, seconds = [], [], [], 0, 0.0
     for path in sorted((root / "images").glob("*.jpg"))[:count]:
         image = load_image(path)
@@ -87,7 +87,7 @@ def synthetic(method: str, height: int = 384, width: int = 512) -> None:
     rng = np.random.default_rng(7)
     urban = sorted((SHARED / "corpus" / "urban100").glob("*.png"))
     sun = sorted((SHARED / "corpus" / "sun_hays80").glob("*.jpg"))
-    backend = backends.load(method)
+    backend = registry.load(method)
     rows: dict[str, list[tuple[float, float, float]]] = {}
     yy, xx = np.mgrid[:height, :width]
     for i, path in enumerate(urban):
@@ -141,8 +141,7 @@ def synthetic(method: str, height: int = 384, width: int = 512) -> None:
 
 def make_12mp(out: str) -> None:
     """4000x3000 JPEG: q70 host, a pristine patch (aligned) and an off-grid q70 patch, at q90."""
-    sys.path.insert(0, str(REPO))  # the photo-like test image generator lives in tests/
-    from tests.conftest import natural_image
+    from forgectl.synth.scenes import natural_image
 
     big = np.tile(natural_image(750, 1000, seed=5), (4, 4, 1))
     big = _decode(encode_jpeg(big, 70))
@@ -156,7 +155,7 @@ def run(method: str, path: str) -> None:
     start = time.perf_counter()
     image = load_image(path)
     loaded = time.perf_counter()
-    result = backends.load(method).localize(image)
+    result = registry.load(method).localize(image)
     done = time.perf_counter()
     print(
         f"{method} {image.width}x{image.height}: load {loaded - start:.1f}s, analyse "

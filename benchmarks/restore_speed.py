@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("FORGECTL_SHARED", REPO.parent / "shared"))
 
 
@@ -62,8 +60,8 @@ def main() -> None:
     import torch.nn.functional as F
 
     from forgectl.backends.base import compute_threads
+    from forgectl.backends.restorer import Restorer
     from forgectl.evaluation import restoration_table as rt
-    from forgectl.restore import Restorer
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)

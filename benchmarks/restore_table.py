@@ -8,7 +8,7 @@ Usage (from the repository root):
     .venv/bin/python benchmarks/restore_table.py --fit-reference       # REFERENCE_QUANTILES
 
 The photos are the first ``--photos`` of the corpus's ``test`` split
-(:func:`forgectl.training.synth.split_sources`, by a hash of the file name; training never sees
+(:func:`forgectl.synth.engine.split_sources`, by a hash of the file name; training never sees
 them); ``--per-kind`` forgeries of each kind are made from them with a fixed seed. Rows: alpha =
 0.5, alpha = -0.5, beta = 0.7, beta = 2.0 (the paper's grid) and an undisturbed control row.
 ``--json`` also writes the full table (overall and per kind). ``--skip N`` starts after the first
@@ -27,18 +27,18 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("FORGECTL_SHARED", REPO.parent / "shared"))
 
+from forgectl.analysis.restoration import QUANTILE_LEVELS, classical_restore  # noqa: E402
+from forgectl.backends.restorer import Restorer  # noqa: E402
 from forgectl.evaluation import restoration_table as rt  # noqa: E402
-from forgectl.restore import QUANTILE_LEVELS, Restorer, classical_restore  # noqa: E402
 
 
 def fit_reference(corpus: Path, count: int, seed: int) -> None:
     """Print the mean quantile function of ``count`` random training-split photos."""
     from PIL import Image
 
-    from forgectl.training.synth import list_images, split_sources
+    from forgectl.synth.engine import list_images, split_sources
 
     paths = split_sources(list_images(corpus), "train")
     rng = np.random.default_rng(seed)

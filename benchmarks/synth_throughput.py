@@ -36,7 +36,7 @@ def measure(engine, indices) -> tuple[float, float]:
 def main() -> None:
     import cv2
 
-    from forgectl.training.synth import SynthConfig, SynthesisEngine, list_images, split_sources
+    from forgectl.synth.engine import SynthConfig, SynthesisEngine, list_images, split_sources
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=Path("../shared/corpus"))

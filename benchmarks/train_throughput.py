@@ -36,7 +36,7 @@ def toy_recipe(crop: int) -> Any:
     import torch
     from torch import nn
 
-    from forgectl.nets.tiling import pad_to, random_grid_origin
+    from forgectl.tiling import pad_to, random_grid_origin
     from forgectl.training.losses import mask_loss
     from forgectl.training.recipe import Recipe
 
@@ -98,7 +98,7 @@ def recipe_of(method: str) -> Any:
     try:
         return load_recipe(method)
     except UsageError:
-        return importlib.import_module(f"forgectl.backends.{method}").training_recipe()
+        return importlib.import_module(f"forgectl.recipes.{method}").recipe()
 
 
 def main() -> None:

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from forgectl import __version__
-from forgectl.backends.base import Backend, ExportGraph, OnnxRunner, TileRunner
+from forgectl.backends.base import Backend
+from forgectl.backends.learned import ExportGraph, OnnxRunner, TileRunner
 from forgectl.errors import ForgectlError, UsageError
 from forgectl.intake import ForensicImage, image_from_array
 
@@ -308,7 +309,7 @@ def torchscript_bytes(script: torch.jit.ScriptModule, card: dict[str, Any]) -> b
 
 
 class TorchScriptRunner:
-    """A TorchScript file as a :data:`~forgectl.backends.base.TileRunner`."""
+    """A TorchScript file as a :data:`~forgectl.backends.learned.TileRunner`."""
 
     def __init__(self, model: Path | bytes, input_names: Sequence[str],
                  output_names: Sequence[str]) -> None:

@@ -29,6 +29,10 @@ from forgectl.errors import InputError
 
 #: Refuse larger images before decoding them (about 100 megapixels).
 DEFAULT_MAX_PIXELS = 100_000_000
+#: File name endings a folder walk treats as images (the content decides the format).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
+)
 
 # Pillow's own bomb check would fire with a different message; we check the size ourselves.
 Image.MAX_IMAGE_PIXELS = None

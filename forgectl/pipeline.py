@@ -16,13 +16,10 @@ from typing import Any
 from forgectl import __version__
 from forgectl.backends.base import Backend, Result
 from forgectl.errors import InputError
-from forgectl.intake import ForensicImage, load_image
+from forgectl.intake import IMAGE_EXTENSIONS, ForensicImage, load_image
 from forgectl.outputs import OUTPUT_SUFFIXES, SCHEMA_VERSION
 
 #: Extensions picked up when a folder is given (explicit files are tried whatever their name).
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
-)
 _GLOB_CHARS = set("*?[")
 
 

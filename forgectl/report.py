@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from forgectl import __version__, backends
-from forgectl.backends import base
+from forgectl import __version__, registry
 from forgectl.backends.base import Result
 from forgectl.intake import ForensicImage
 from forgectl.outputs import colorize, overlay, png_bytes
+from forgectl.weights import weights_dir
 
 #: Version of the explain JSON record; bump on incompatible changes.
 EXPLAIN_SCHEMA = "forgectl.explain/1"
@@ -115,13 +115,13 @@ def default_methods() -> list[str]:
     an error instead of hiding a broken registration.
     """
     names = []
-    for name in backends.available():
+    for name in registry.available():
         try:
-            weights = backends.get_spec(name).weights
+            weights = registry.get_spec(name).weights
         except Exception:  # a broken module is reported by run_method as an error panel
             names.append(name)
             continue
-        if weights is None or (base.WEIGHTS_DIR / weights).is_file():
+        if weights is None or (weights_dir() / weights).is_file():
             names.append(name)
     return names
 
@@ -136,9 +136,9 @@ def run_method(name: str, image: ForensicImage, threshold: float | None = None) 
     entry = MethodEntry(name=name)
     start = time.perf_counter()
     try:
-        spec = backends.get_spec(name)
+        spec = registry.get_spec(name)
         entry.kind, entry.summary, entry.paper = spec.kind, spec.summary, spec.paper
-        backend = backends.load(name, threshold=threshold)
+        backend = registry.load(name, threshold=threshold)
         entry.threshold = backend.threshold
         result = backend.localize(image)
         entry.reading = backend.reading(result)

@@ -6,14 +6,18 @@ be registered without passing them.
 
 from __future__ import annotations
 
+import copy
 import json
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+import torch
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.intake import ForensicImage, image_from_array
-from tests.conftest import natural_image
+from forgectl.synth.sample import SynthSample
+from tests.helpers import natural_image
 
 
 def check_result(backend, image: ForensicImage) -> None:
@@ -44,7 +48,7 @@ class BackendContract:
     @pytest.fixture(scope="class")
     @classmethod
     def backend(cls):
-        return backends.load(cls.method)
+        return registry.load(cls.method)
 
     def test_spec_matches_registry_name(self, backend):
         assert backend.spec.name == self.method
@@ -68,3 +72,72 @@ class BackendContract:
         a, b = backend.localize(image), backend.localize(image)
         np.testing.assert_array_equal(a.heatmap, b.heatmap)
         assert a.score == b.score
+
+
+def fake_sample(size: int = 96, seed: int = 0, forged: bool = True) -> SynthSample:
+    """A JPEG sample with a rectangular "forged" region (or none), for recipe checks."""
+    rgb = natural_image(size, size, seed=seed)
+    mask = np.zeros((size, size), np.uint8)
+    if forged:
+        mask[size // 4 : size // 2, size // 3 : 2 * size // 3] = 1
+    return SynthSample(image=image_from_array(rgb, jpeg_quality=90), file_bytes=b"",
+                       file_ext=".jpg", mask=mask, boxes=np.zeros((0, 4), np.float32),
+                       kind="splice" if forged else "authentic")
+
+
+class RecipeContract:
+    """What the shared trainer needs of a recipe. A subclass sets ``recipe_factory`` and may set
+    ``config_name`` and ``overrides`` (a small crop, no pretrained download)."""
+
+    recipe_factory: Any = None
+    config_name: str = "tiny"
+    overrides: ClassVar[dict[str, Any]] = {}
+
+    @pytest.fixture(scope="class")
+    def recipe(self):
+        return type(self).recipe_factory()
+
+    @pytest.fixture(scope="class")
+    def config(self, recipe):
+        config = copy.deepcopy(recipe.configs[self.config_name])
+        config.update(self.overrides)
+        return config
+
+    def test_configs_are_plain_data(self, recipe):
+        assert recipe.name and self.config_name in recipe.configs
+        assert any("paper" in name for name in recipe.configs), "a paper-scale config"
+        for config in recipe.configs.values():
+            json.dumps(config)
+
+    def test_prepare_collate_loss_predict(self, recipe, config):
+        torch.manual_seed(0)
+        model = recipe.build_model(config)
+        rng = np.random.default_rng(0)
+        items = [recipe.prepare(fake_sample(seed=i, forged=i == 0), config, rng)
+                 for i in range(2)]
+        assert items[0]["mask"].ndim == 3 and items[0]["mask"].shape[0] == 1
+        batch = recipe.collate(items)
+        model.train()
+        loss, logs = recipe.loss(model, batch, config)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        assert all(isinstance(v, float) for v in logs.values())
+        loss.backward()
+        assert any(p.grad is not None for p in model.parameters())
+        prob = recipe.predict(model, batch)
+        assert prob.shape == batch["mask"].shape
+        assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0
+
+
+class EncoderContract:
+    """A registered encoder's declared channels and strides are what it outputs."""
+
+    encoder: str = ""
+
+    def test_declared_channels_and_strides(self):
+        from forgectl.nets.encoders import create_encoder
+
+        enc = create_encoder(self.encoder, pretrained=False).eval()
+        with torch.no_grad():
+            maps = enc(torch.zeros(1, 3, 64, 96))
+        assert [m.shape[1] for m in maps] == list(enc.channels)
+        assert [(64 // s, 96 // s) for s in enc.strides] == [tuple(m.shape[-2:]) for m in maps]

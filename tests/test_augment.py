@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from forgectl.synth import histories
 from forgectl.training import augment as A
-from forgectl.training import histories
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.cli import app
 from forgectl.errors import InputError, UsageError
 from forgectl.evaluation.datasets import file_list_sha256, load_dataset, load_mask
@@ -62,7 +62,7 @@ def tiny_dataset(tmp_path, make_image) -> Path:
 
 def independent_scores(root: Path) -> dict[str, dict[str, float]]:
     """Per-image F1 and flagged fraction from ELA's masks, computed without forgectl.evaluation."""
-    ela = backends.load("ela", threshold=THRESHOLD)
+    ela = registry.load("ela", threshold=THRESHOLD)
     out = {}
     for path in sorted((root / "images").glob("t*.jpg")) + sorted(
         (root / "authentic").glob("*.jpg")
@@ -200,7 +200,7 @@ def test_workers_give_the_same_numbers(tiny_dataset):
     from forgectl.evaluation.runner import evaluate_backend
 
     data = load_dataset(tiny_dataset)
-    ela = backends.load("ela", threshold=THRESHOLD)
+    ela = registry.load("ela", threshold=THRESHOLD)
     one = evaluate_backend(ela, data, workers=1, n_boot=0)
     two = evaluate_backend(ela, data, workers=2, n_boot=0)
     strip = ("seconds",)
@@ -234,7 +234,7 @@ def test_manifest_layout_with_types_and_missing_files(tmp_path, make_image):
 
     from forgectl.evaluation.runner import evaluate_backend
 
-    summary = evaluate_backend(backends.load("ela"), data, n_boot=0)
+    summary = evaluate_backend(registry.load("ela"), data, n_boot=0)
     assert summary["counts"]["errors"] == 2 and summary["counts"]["evaluated"] == 3
     assert set(summary["localization"]["by_type"]) == {"splice", "copy-move"}
 

@@ -3,11 +3,13 @@ regions, untouched and flat images left alone, matching and option handling."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.analysis.copymove import CopyMoveConfig, Keypoints, g2nn_matches
 from forgectl.errors import UsageError
 from forgectl.intake import encode_jpeg, image_from_array, image_from_bytes
@@ -72,7 +74,7 @@ def recall(pred: np.ndarray, gt: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def backend():
-    return backends.load("copymove")
+    return registry.load("copymove")
 
 
 @pytest.mark.parametrize(
@@ -117,7 +119,7 @@ def test_translation_reading_names_the_shift(backend):
 def test_downscaled_matching_maps_back_to_stored_grid(backend):
     """Large images are matched on a smaller grid; masks and shifts come back in stored pixels."""
     forged, source, target = copy_move(textured(384, 512, seed=5))
-    small = backends.load("copymove", max_side=384)
+    small = registry.load("copymove", max_side=384)
     result = small.localize(image_from_array(forged))
     assert result.facts["working_scale"] == pytest.approx(0.75, abs=0.01)
     assert result.mask.shape == forged.shape[:2]
@@ -160,9 +162,38 @@ def test_g2nn_matches_copies_and_ignores_close_or_distinct():
     assert np.all(np.diff(dist) >= 0)
 
 
-def test_unknown_or_bad_option_is_a_usage_error():
-    with pytest.raises(UsageError, match="no option"):
-        backends.load("copymove", ratio=0.4)
-    with pytest.raises(UsageError, match="not a valid number"):
-        backends.load("copymove", min_inliers="many")
-    assert backends.load("copymove", g2nn_ratio=0.6).config.g2nn_ratio == 0.6
+def test_options_are_the_config_fields_with_its_defaults():
+    declared = {opt.name: opt.default for opt in registry.get_class("copymove").OPTIONS}
+    assert declared == dataclasses.asdict(CopyMoveConfig())
+    assert registry.load("copymove").config == CopyMoveConfig()
+
+
+def test_options_reach_the_config():
+    config = registry.load(
+        "copymove", g2nn_ratio=0.6, min_inliers="7", contrast_thresholds=[0.03]
+    ).config
+    assert config.g2nn_ratio == 0.6 and config.min_inliers == 7
+    assert config.contrast_thresholds == (0.03,)
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(UsageError, match=r"no option 'ratio'.*g2nn_ratio"):
+        registry.load("copymove", ratio=0.4)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"min_inliers": "many"},
+        {"min_inliers": 2},
+        {"max_side": 10.5},
+        {"g2nn_ratio": 1.5},
+        {"contrast_thresholds": [0.02, "low"]},
+        {"correlation_threshold": 1.0},
+        {"min_scale": 0.0},
+        {"min_scale": 1.5, "max_scale": 1.2},
+    ],
+)
+def test_bad_options_are_usage_errors(options):
+    with pytest.raises(UsageError):
+        registry.load("copymove", **options)

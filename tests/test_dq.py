@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.errors import UsageError
 from forgectl.intake import encode_jpeg, image_from_array, image_from_bytes
 from tests.contract import BackendContract
@@ -28,7 +28,7 @@ def _f1(pred: np.ndarray, truth: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def dq():
-    return backends.load("dq")
+    return registry.load("dq")
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,32 @@ def test_tiny_jpeg_says_nothing(make_image, dq):
     assert result.applicable and result.score == 0.0 and not result.mask.any()
 
 
-@pytest.mark.parametrize("options", [{"colour": 1}, {"smooth": "wide"}, {"frequencies": 0}])
+def test_options_are_declared_and_coerced():
+    dq = registry.load("dq", smooth="5", sigma=1)
+    assert dq.options["smooth"] == 5 and dq.options["sigma"] == 1.0
+    assert dq.options["frequencies"] == 15 and dq.options["value_range"] == 80.0
+    assert {opt.name for opt in dq.OPTIONS} == set(dq.options)
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(UsageError, match=r"no option 'colour'.*frequencies"):
+        registry.load("dq", colour=1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"smooth": "wide"},
+        {"smooth": 0},
+        {"frequencies": 0},
+        {"frequencies": 64},
+        {"frequencies": 2.5},
+        {"max_primary_step": 1},
+        {"sigma": 0},
+        {"value_range": -1},
+        {"min_authentic_fraction": 1.5},
+    ],
+)
 def test_bad_options_are_usage_errors(options):
     with pytest.raises(UsageError):
-        backends.load("dq", **options)
+        registry.load("dq", **options)

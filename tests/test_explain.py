@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from forgectl import backends, report
+from forgectl import registry, report
 from forgectl.backends.base import Backend, MethodSpec, Result
 from forgectl.cli import app
 from forgectl.intake import encode_jpeg, image_from_array
@@ -60,13 +61,14 @@ class MissingWeightsBackend(Backend):
 
 
 @pytest.fixture
-def fake_methods(monkeypatch):
+def fake_methods():
     """Register the stand-ins next to the real methods."""
-    registry = dict(backends._REGISTRY)
-    registry["failing"] = "tests.test_explain:FailingBackend"
-    registry["jpegonly"] = "tests.test_explain:JpegOnlyBackend"
-    registry["needsweights"] = "tests.test_explain:MissingWeightsBackend"
-    monkeypatch.setattr(backends, "_REGISTRY", registry)
+    with ExitStack() as stack:
+        for name, cls in (("failing", "FailingBackend"), ("jpegonly", "JpegOnlyBackend"),
+                          ("needsweights", "MissingWeightsBackend")):
+            stack.enter_context(registry.registered(
+                registry.MethodEntry(name, f"tests.test_explain:{cls}")))
+        yield
 
 
 @pytest.fixture
@@ -187,7 +189,7 @@ def test_existing_backend_raising_is_caught(jpeg_file, tmp_path, monkeypatch):
     def explode(self, image):
         raise ValueError("bad state")
 
-    monkeypatch.setattr(backends.get_class("ela"), "analyze", explode)
+    monkeypatch.setattr(registry.get_class("ela"), "analyze", explode)
     _, record = run_explain(jpeg_file, tmp_path / "out", "--methods", "ela")
     assert record["methods"][0]["error"] == "ValueError: bad state"
 

@@ -20,43 +20,35 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from forgectl import backends
 from forgectl import export as ex
-from forgectl.backends.base import OnnxRunner
+from forgectl import registry
+from forgectl.backends.learned import OnnxRunner
 from forgectl.backends.omni import ROUTE_FUSED, ROUTE_GATE, ROUTE_RGB, OmniBackend
 from forgectl.cli import app
 from forgectl.errors import UsageError, WeightsError
 from forgectl.intake import encode_jpeg, load_image
-from tests.conftest import REPO, natural_image
+from tests.helpers import REPO, natural_image, write_random_weights
 
 torch.set_num_threads(1)
 
-OMNI = "forgectl.backends.omni:OmniBackend"
 TOL = ex.DEFAULT_TOLERANCE
 #: Parity inputs: with tile 96, a 64x96 single tile, an 80x72 PNG padded to 96x96 (RGB route)
 #: and a 128x160 JPEG cut into 96x96 tiles (gate over tiles, blending).
 SMALL = ((64, 96, 85), (80, 72, None), (128, 160, 75))
-LEARNED = [m for m in backends.available() if backends.get_spec(m).kind == "learned"]
+LEARNED = [m for m in registry.available() if registry.get_spec(m).kind == "learned"]
 #: The random-init omni always runs, so the contract test never tests nothing.
 RANDOM_OMNI = "omni(random-init)"
 
 
 def _write_weights(folder):
-    from safetensors.torch import save_file
-
-    from forgectl.backends.omni import training_recipe
     from forgectl.nets.omni import OmniIML
+    from forgectl.recipes.omni import recipe
 
     torch.manual_seed(0)
-    config = copy.deepcopy(training_recipe().configs["tiny"])
+    config = copy.deepcopy(recipe().configs["tiny"])
     config["model"]["pretrained"] = False
     model = OmniIML(config["model"], with_box_head=False, pretrained=False)
-    path = folder / "omni-tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    card = {"format": "forgectl.model_card/1", "method": "omni", "config_name": "tiny",
-            "config": config}
-    path.with_suffix(".json").write_text(json.dumps(card))
-    return path
+    return write_random_weights(model, folder / "omni-tiny.safetensors", "omni", config)
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +82,8 @@ def exported(tmp_path_factory, backend, small_images):
 
 
 @pytest.fixture
-def omni_registered(monkeypatch):
-    """Register omni as the lead will once its weights ship (tests pass --weights)."""
-    monkeypatch.setitem(backends._REGISTRY, "omni", OMNI)
+def two_samples(monkeypatch):
+    """Parity on two small samples (the default set is larger, and slower)."""
     monkeypatch.setattr(ex, "SAMPLES", SMALL[:2])
 
 
@@ -114,7 +105,7 @@ def test_every_learned_backend_exports_and_passes_parity(method, fmt, exported, 
     if method == RANDOM_OMNI:
         report, source = exported(fmt), backend
     else:
-        source = backends.load(method)
+        source = registry.load(method)
         out = tmp_path / (f"{method}.onnx" if fmt == "onnx" else f"{method}.pt")
         report = ex.export_model(source, fmt, out, images=small_images)
     assert "onnx" in source.runtimes
@@ -197,7 +188,7 @@ def test_model_card_is_embedded_with_the_input_contract(exported, weights):
 
 
 def test_failing_parity_exits_nonzero_and_writes_nothing(weights, tmp_path, monkeypatch,
-                                                          capsys, omni_registered):
+                                                          capsys, two_samples):
     from forgectl import cli
 
     original = ex.exportable_copy
@@ -236,9 +227,9 @@ def test_export_usage_errors(backend, tmp_path, weights):
 
 def test_runtime_option_errors(weights, exported, tmp_path):
     with pytest.raises(UsageError, match="cannot run with --runtime onnx"):
-        backends.load("ela", runtime="onnx")
+        registry.load("ela", runtime="onnx")
     with pytest.raises(UsageError, match="unknown runtime"):
-        backends.load("ela", runtime="tensorrt")
+        registry.load("ela", runtime="tensorrt")
     with pytest.raises(UsageError, match="pass --weights FILE.onnx"):
         OmniBackend(weights=weights, runtime="onnx")
     with pytest.raises(UsageError, match="add --runtime onnx"):
@@ -266,7 +257,7 @@ def test_runtime_option_errors(weights, exported, tmp_path):
 # ------------------------------------------------------------------ CLI
 
 
-def test_cli_export_end_to_end(weights, tmp_path, omni_registered):
+def test_cli_export_end_to_end(weights, tmp_path, two_samples):
     out = tmp_path / "cli" / "omni.onnx"
     args = ["export", "--method", "omni", "--weights", str(weights), "--format", "onnx",
             "--out", str(out)]
@@ -280,7 +271,7 @@ def test_cli_export_end_to_end(weights, tmp_path, omni_registered):
 
 
 def test_localize_runtime_onnx_gives_the_torch_mask(weights, exported, tmp_path,
-                                                    omni_registered):
+                                                    two_samples):
     src = tmp_path / "in" / "photo.jpg"
     src.parent.mkdir()
     src.write_bytes(encode_jpeg(natural_image(96, 128, seed=5), 85))
@@ -310,8 +301,6 @@ def test_onnx_runtime_needs_no_torch_and_its_threads_sleep(exported, tmp_path):
     src.write_bytes(encode_jpeg(natural_image(64, 96, seed=6), 85))
     code = f"""
 import json, sys, time
-from forgectl import backends
-backends._REGISTRY["omni"] = {OMNI!r}
 from forgectl.cli import app
 try:
     app(["localize", {str(src)!r}, "--method", "omni", "--runtime", "onnx", "--weights",

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.analysis import ghost as gh
 from forgectl.errors import UsageError
 from forgectl.evaluation.metrics import pixel_scores
@@ -51,7 +51,7 @@ def test_prominence_needs_a_rise_on_both_sides():
 
 def test_file_saved_above_the_scanned_qualities(make_image):
     image = image_from_bytes(encode_jpeg(make_image(96, 128, seed=8), 98))
-    result = backends.load("ghost").localize(image)
+    result = registry.load("ghost").localize(image)
     assert result.facts["dominant_quality"] == 98
     assert result.tampered_fraction < 0.05
 
@@ -82,7 +82,7 @@ def test_region_saved_at_q60_then_pasted_is_found(make_image, seed, final_qualit
     mask = _ellipse(384, 512)
     forged = host.copy()
     forged[mask] = donor[mask]  # same coordinates: the paste keeps its 8x8 grid
-    result = backends.load("ghost").localize(image_from_bytes(encode_jpeg(forged, final_quality)))
+    result = registry.load("ghost").localize(image_from_bytes(encode_jpeg(forged, final_quality)))
     assert pixel_scores(result.mask, mask)["f1"] > 0.7
     assert result.facts["ghost_quality"] == 60
     assert result.facts["dominant_quality"] == final_quality
@@ -92,7 +92,7 @@ def test_region_saved_at_q60_then_pasted_is_found(make_image, seed, final_qualit
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_untouched_single_compressed_image_is_not_flagged(make_image, seed):
     image = image_from_bytes(encode_jpeg(make_image(384, 512, seed=seed), 90))
-    result = backends.load("ghost").localize(image)
+    result = registry.load("ghost").localize(image)
     assert result.tampered_fraction < 0.01
     assert result.score < 0.2
 
@@ -103,7 +103,7 @@ def test_pasted_jpeg_region_in_a_png_is_found(make_image):
     mask = _ellipse(384, 512)
     forged = host.copy()
     forged[mask] = donor[mask]
-    result = backends.load("ghost").localize(image_from_array(forged))
+    result = registry.load("ghost").localize(image_from_array(forged))
     assert result.facts["dominant_source"] == "recompression"
     assert result.facts["ghost_quality"] == 60
     assert pixel_scores(result.mask, mask)["f1"] > 0.7
@@ -114,7 +114,7 @@ def test_region_lacking_the_hosts_ghost_is_found(make_image):
     mask = _ellipse(384, 512)
     forged = host.copy()
     forged[mask] = make_image(384, 512, seed=52)[mask]  # pristine paste: no ghost at 70
-    result = backends.load("ghost").localize(image_from_bytes(encode_jpeg(forged, 90)))
+    result = registry.load("ghost").localize(image_from_bytes(encode_jpeg(forged, 90)))
     assert result.facts["image_ghost_quality"] == 70
     assert result.facts["missing_ghost_quality"] == 70
     assert pixel_scores(result.mask, mask)["f1"] > 0.6
@@ -128,18 +128,42 @@ def test_off_grid_paste_needs_the_phase_search(make_image):
     forged = host.copy()
     forged[48:144, 64:192] = donor[51:147, 69:197]  # moved by (3, 5): its grid is at (5, 3)
     image = image_from_bytes(encode_jpeg(forged, 90))
-    aligned = backends.load("ghost").localize(image)
-    searched = backends.load("ghost", phases="all").localize(image)
+    aligned = registry.load("ghost").localize(image)
+    searched = registry.load("ghost", phases="all").localize(image)
     assert pixel_scores(aligned.mask, mask)["f1"] < 0.3
     assert pixel_scores(searched.mask, mask)["f1"] > 0.6
     assert searched.facts["hottest_phase"] == [5, 3]
     assert searched.facts["grid_phases_searched"] == 64
 
 
+def test_options_are_declared_and_coerced():
+    ghost = registry.load("ghost", qualities=[80, "60", 70, 60], window="3")
+    assert ghost.options["qualities"] == (80, 60, 70, 60) and ghost.options["window"] == 3
+    assert registry.load("ghost").options["qualities"] == gh.DEFAULT_QUALITIES
+    assert {opt.name for opt in ghost.OPTIONS} == set(ghost.options)
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(UsageError, match=r"no option 'x'.*qualities"):
+        registry.load("ghost", x=1)
+
+
 @pytest.mark.parametrize(
     "options",
-    [{"qualities": [60, 70]}, {"channels": "cmyk"}, {"phases": "some"}, {"floor": 0}, {"x": 1}],
+    [
+        {"qualities": [60, 70]},
+        {"qualities": [60, 60, 70]},
+        {"qualities": [0, 50, 70]},
+        {"qualities": [60, 70, 101]},
+        {"qualities": [60, 70.5, 80]},
+        {"window": -1},
+        {"channels": "cmyk"},
+        {"phases": "some"},
+        {"floor": 0},
+        {"prominence": "tall"},
+        {"informative": -1},
+    ],
 )
 def test_bad_options_are_usage_errors(options):
     with pytest.raises(UsageError):
-        backends.load("ghost", **options)
+        registry.load("ghost", **options)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.errors import UsageError
 from forgectl.intake import encode_jpeg, image_from_array, image_from_bytes
 from tests.contract import BackendContract
@@ -48,7 +48,7 @@ def _off_grid_paste(make_image, seed: int, host_quality: int | None, shift: tupl
 
 @pytest.fixture(scope="module")
 def grid():
-    return backends.load("grid")
+    return registry.load("grid")
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,29 @@ def test_untouched_not_flagged(make_image, grid, history):
         assert not result.facts["image_grid_aligned"]
 
 
-@pytest.mark.parametrize("options", [{"shift": 1}, {"window": "big"}, {"min_step": 1}])
+def test_options_are_declared_and_coerced():
+    grid = registry.load("grid", window="4", z_low=3)
+    assert grid.options == {"window": 4, "min_step": 2, "max_step": 16, "z_low": 3.0,
+                            "z_high": 8.0, "ubiquitous_z": 2.0}
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(UsageError, match=r"no option 'shift'.*window"):
+        registry.load("grid", shift=1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"window": "big"},
+        {"window": 0},
+        {"window": 4.5},
+        {"min_step": 1},
+        {"min_step": 10, "max_step": 4},
+        {"z_low": 8.0, "z_high": 8.0},
+        {"z_high": "high"},
+    ],
+)
 def test_bad_options_are_usage_errors(options):
     with pytest.raises(UsageError):
-        backends.load("grid", **options)
+        registry.load("grid", **options)

@@ -13,7 +13,7 @@ from forgectl.nets.attention import AnomalyEnhancement, ChannelSpatialAttention,
 from forgectl.nets.decoders import DynamicWeightDecoder, DynamicWeightFilter
 from forgectl.nets.detection import create_box_head
 from forgectl.nets.frequency import FrequencyHead, coefficient_indices, flip_blocks
-from forgectl.nets.tiling import (
+from forgectl.tiling import (
     BlendAccumulator,
     blend_window,
     pad_to,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.analysis import noise as nz
 from forgectl.errors import UsageError
 from forgectl.evaluation.metrics import pixel_scores
@@ -71,7 +71,7 @@ def test_region_with_added_noise_is_found(make_image, jpeg_quality):
     rgb = make_image(384, 512, seed=10)
     mask = _ellipse(384, 512, 190, 280, 75, 100)
     forged = _add_noise(rgb, mask, sigma=8.0, seed=1)
-    result = backends.load("noise").localize(image_from_array(forged, jpeg_quality=jpeg_quality))
+    result = registry.load("noise").localize(image_from_array(forged, jpeg_quality=jpeg_quality))
     assert pixel_scores(result.mask, mask)["f1"] > 0.7
     assert result.score > 0.5
     assert result.facts["deviating_fraction"] > 0.05
@@ -82,15 +82,15 @@ def test_quieter_region_is_found_only_when_both_sides_are_mapped(make_image):
     mask = _ellipse(384, 512, 190, 280, 70, 95)
     forged = _add_noise(rgb, ~mask, sigma=5.0, seed=2)  # everything but the region gets noisier
     image = image_from_array(forged)
-    both = backends.load("noise").localize(image)
-    high = backends.load("noise", sides="high").localize(image)
+    both = registry.load("noise").localize(image)
+    high = registry.load("noise", sides="high").localize(image)
     assert pixel_scores(both.mask, mask)["f1"] > 0.6
     assert high.tampered_fraction < 0.01
 
 
 @pytest.mark.parametrize("seed", [0, 1, 6])  # 6: the worst of seeds 0..9 (edges of blobs)
 def test_untouched_image_is_not_flagged(make_image, seed):
-    result = backends.load("noise").localize(image_from_array(make_image(384, 512, seed=seed)))
+    result = registry.load("noise").localize(image_from_array(make_image(384, 512, seed=seed)))
     assert result.tampered_fraction < 0.03
     assert result.score < 0.35
 
@@ -99,7 +99,7 @@ def test_clipped_and_flat_areas_do_not_light_up(make_image):
     rgb = make_image(384, 512, seed=21)
     rgb[:100] = 255  # blown-out sky
     rgb[300:, :200] = 12  # flat deep shadow
-    result = backends.load("noise").localize(image_from_array(rgb))
+    result = registry.load("noise").localize(image_from_array(rgb))
     assert result.mask[:90].sum() == 0
     assert result.mask[310:, :190].sum() == 0
     assert result.tampered_fraction < 0.03
@@ -108,15 +108,39 @@ def test_clipped_and_flat_areas_do_not_light_up(make_image):
 
 
 def test_all_flat_image_gives_zero_map():
-    result = backends.load("noise").localize(image_from_array(np.full((64, 80, 3), 40, np.uint8)))
+    result = registry.load("noise").localize(image_from_array(np.full((64, 80, 3), 40, np.uint8)))
     assert result.score == 0.0 and not result.mask.any()
     assert result.facts["dominant_sigma"] is None
-    assert "no measurable noise" in backends.load("noise").reading(result)
+    assert "no measurable noise" in registry.load("noise").reading(result)
+
+
+def test_options_are_declared_and_coerced():
+    noise = registry.load("noise", block="16", ratio=2, wavelet="haar")
+    assert noise.options["block"] == 16 and noise.options["ratio"] == 2.0
+    assert noise.options["wavelet"] == "haar" and noise.options["sides"] == "both"
+    assert {opt.name for opt in noise.OPTIONS} == set(noise.options)
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(UsageError, match=r"no option 'nope'.*wavelet"):
+        registry.load("noise", nope=1)
 
 
 @pytest.mark.parametrize(
-    "options", [{"wavelet": "bior2.2"}, {"stride": 64}, {"sides": "low"}, {"nope": 1}]
+    "options",
+    [
+        {"wavelet": "bior2.2"},
+        {"wavelet": "nope"},
+        {"stride": 64},
+        {"stride": 1},
+        {"block": 2},
+        {"block": "big"},
+        {"sides": "low"},
+        {"ratio": 1.0},
+        {"max_clipped": 1.5},
+        {"flat_sigma": -0.1},
+    ],
 )
 def test_bad_options_are_usage_errors(options):
     with pytest.raises(UsageError):
-        backends.load("noise", **options)
+        registry.load("noise", **options)

@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from forgectl.backends.omni import OmniBackend, _crop_boxes, training_recipe
+from forgectl.backends.omni import OmniBackend
 from forgectl.errors import UsageError, WeightsError
 from forgectl.intake import image_from_array, image_from_bytes
 from forgectl.nets.frequency import coefficient_indices, flip_blocks
 from forgectl.nets.omni import OMNI_CONFIGS, OmniIML, gate_labels, mask_iou, omni_config
-from forgectl.training.recipe import SynthSample
-from tests.conftest import natural_image
+from forgectl.recipes.omni import _crop_boxes
+from forgectl.recipes.omni import recipe as training_recipe
+from forgectl.synth.sample import SynthSample
 from tests.contract import BackendContract, check_result
+from tests.helpers import natural_image
 
 torch.set_num_threads(1)
 

@@ -15,9 +15,8 @@ from PIL import Image
 from forgectl.errors import InputError, UsageError
 from forgectl.evaluation.datasets import load_dataset, load_mask
 from forgectl.intake import encode_jpeg, ijg_table
-from forgectl.training import histories, regions
-from forgectl.training.histories import HistoryConfig
-from forgectl.training.synth import (
+from forgectl.synth import histories, regions
+from forgectl.synth.engine import (
     KINDS,
     SynthConfig,
     SynthesisEngine,
@@ -26,6 +25,7 @@ from forgectl.training.synth import (
     split_sources,
     write_dataset,
 )
+from forgectl.synth.histories import HistoryConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {"size_range": (96, 160), "cache_size": 8}
@@ -46,7 +46,7 @@ PLAIN_HISTORY = HistoryConfig(
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> list[Path]:
     """Six small photo-like sources: JPEG and PNG, landscape and portrait, in sub-folders."""
-    from tests.conftest import natural_image
+    from tests.helpers import natural_image
 
     root = tmp_path_factory.mktemp("corpus")
     (root / "a").mkdir()

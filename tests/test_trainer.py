@@ -21,21 +21,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgectl.backends.base import Backend, MethodSpec, Result, sha256_file
+from forgectl import registry
+from forgectl.backends.base import MethodSpec, Result
+from forgectl.backends.learned import LearnedBackend
 from forgectl.errors import UsageError
 from forgectl.intake import ForensicImage, image_from_array
+from forgectl.synth.sample import SynthSample
 from forgectl.training import losses
-from forgectl.training.recipe import Recipe, SynthSample
+from forgectl.training.recipe import Recipe
 from forgectl.training.trainer import (
     RunOptions,
     Schedule,
     TrainData,
     Trainer,
     TrainingInterrupted,
-    load_recipe,
-    load_tensors,
 )
-from tests.conftest import natural_image
+from forgectl.weights import read_tensors as load_tensors
+from forgectl.weights import sha256_file
+from tests.helpers import natural_image
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 40  # image side of the fake samples
@@ -128,20 +131,21 @@ class ToyRecipe(Recipe):
         return torch.sigmoid(model(batch["image"]))
 
 
-class ToyBackend(Backend):
+class ToyBackend(LearnedBackend):
     """The toy model as a backend (weights + card from the trainer), for the dev-set path."""
 
     spec = MethodSpec(
         name="toy", summary="test toy", kind="learned", weights="toy-tiny.safetensors"
     )
+    OPTIONS = ()
+
+    def build_network(self, config: dict[str, Any]) -> nn.Module:
+        return ToyRecipe().build_model(config)
 
     def analyze(self, image: ForensicImage) -> Result:
-        card = self.model_card()
-        model = ToyRecipe().build_model(card["config"])
-        model.load_state_dict(load_tensors(self.weights_path))
         rgb = torch.from_numpy(image.rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
         with torch.no_grad():
-            heatmap = torch.sigmoid(model(rgb))[0, 0].numpy()
+            heatmap = torch.sigmoid(self.model()(rgb))[0, 0].numpy()
         return Result.from_heatmap(heatmap, self.threshold)
 
 
@@ -171,7 +175,13 @@ def make_trainer(
         val_samples=8,
         **{"val_every": 10, "ckpt_every": 4, **opts},
     )
-    return Trainer(recipe, "tiny", config, data, options, on_step=on_step)
+    evaluator = None
+    if opts.get("dev") is not None:
+        from forgectl.evaluation.runner import dev_evaluator
+
+        evaluator = dev_evaluator("toy", opts["dev"], opts.get("dev_limit"))
+    return Trainer(recipe, "tiny", config, data, options, on_step=on_step,
+                   dev_evaluator=evaluator)
 
 
 def log_records(run_dir: Path, event: str) -> list[dict[str, Any]]:
@@ -307,9 +317,9 @@ def test_dataloader_workers_give_the_same_batches(tmp_path: Path) -> None:
 
 def test_classical_method_cannot_be_trained() -> None:
     with pytest.raises(UsageError, match="cannot be trained"):
-        load_recipe("ela")
+        registry.load_recipe("ela")
     with pytest.raises(UsageError, match="unknown method"):
-        load_recipe("no-such-method")
+        registry.load_recipe("no-such-method")
 
 
 def test_cli_train_refuses_untrainable_method(tmp_path: Path) -> None:
@@ -324,7 +334,7 @@ def test_cli_train_refuses_untrainable_method(tmp_path: Path) -> None:
             "ela",
             "--images",
             str(tmp_path),
-            "--run-dir",
+            "--out",
             str(tmp_path / "run"),
         ],
         capture_output=True,
@@ -379,10 +389,11 @@ def test_trains_on_the_real_engine_and_describes_the_data(tmp_path: Path) -> Non
 def test_dev_set_is_evaluated_with_the_backend_and_never_picks_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from forgectl import backends
+    from forgectl import registry
     from forgectl.outputs import png_bytes
 
-    monkeypatch.setitem(backends._REGISTRY, "toy", "tests.test_trainer:ToyBackend")
+    monkeypatch.setitem(registry._ENTRIES, "toy",
+                        registry.MethodEntry("toy", "tests.test_trainer:ToyBackend"))
     dev = tmp_path / "dev"
     source = NoisePatchSource(7)
     for i in range(4):

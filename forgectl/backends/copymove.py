@@ -13,8 +13,7 @@ duplicates too and get flagged.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -27,32 +26,11 @@ from forgectl.analysis.copymove import (
     describe_transform,
 )
 from forgectl.backends.base import Backend, MethodSpec, Result
-from forgectl.errors import UsageError
+from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage
 
 #: Inliers above ``min_inliers`` at which the score reaches 1 - 1/e (about 0.63).
 SCORE_INLIER_SCALE = 6.0
-
-
-def config_from_options(options: dict[str, Any]) -> CopyMoveConfig:
-    """Build a :class:`CopyMoveConfig` from ``--param KEY=VALUE`` options (field names)."""
-    defaults = CopyMoveConfig()
-    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(CopyMoveConfig)}
-    changes: dict[str, Any] = {}
-    for key, value in options.items():
-        if key not in fields:
-            known = ", ".join(fields)
-            raise UsageError(f"copymove has no option {key!r} (options: {known})")
-        default = fields[key]
-        try:
-            if isinstance(default, tuple):
-                items = value if isinstance(value, list | tuple) else [value]
-                changes[key] = tuple(float(v) for v in items)
-            else:
-                changes[key] = type(default)(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"copymove option {key}={value!r} is not a valid number") from None
-    return dataclasses.replace(defaults, **changes)
 
 
 def inlier_score(inliers: int, min_inliers: int) -> float:
@@ -117,8 +95,8 @@ class CopyMoveBackend(Backend):
     Heatmap: 0 outside the refined regions; inside, ``0.5 + 0.5 * c`` where ``c`` rescales the
     local correlation from the correlation threshold (0) to 1, so the default threshold 0.5
     gives the refined regions and higher thresholds keep only the best-matching parts.
-    Options: any :class:`~forgectl.analysis.copymove.CopyMoveConfig` field (e.g.
-    ``min_inliers``, ``g2nn_ratio``, ``max_side``).
+    Options: the fields of :class:`~forgectl.analysis.copymove.CopyMoveConfig` (e.g.
+    ``min_inliers``, ``g2nn_ratio``, ``max_side``), with the same defaults.
     """
 
     spec = MethodSpec(
@@ -129,9 +107,56 @@ class CopyMoveBackend(Backend):
         "and transformation recovery', IEEE TIFS 2011",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.config = config_from_options(self.options)
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("max_side", 1600, "longer side of the working grid; larger images are "
+               "downscaled", minimum=64),
+        Option("max_keypoints", 6000, "SIFT keeps at most this many keypoints", minimum=1),
+        Option("contrast_thresholds", (0.02, 0.005), "SIFT contrast thresholds tried in "
+               "order while too few keypoints are found", minimum=0.0, maximum=1.0),
+        Option("min_keypoint_density", 2e-3, "keypoints per pixel below which the next "
+               "contrast threshold is tried", minimum=0.0),
+        Option("neighbours", 12, "descriptor neighbours examined per keypoint (g2NN)",
+               minimum=1),
+        Option("g2nn_ratio", 0.5, "distance ratio d_i / d_(i+1) below which neighbour i "
+               "matches", minimum=0.0, maximum=1.0),
+        Option("min_match_distance", 12.0, "matched keypoints closer than this (pixels) are "
+               "ignored", minimum=0.0),
+        Option("max_matches", 3000, "matches kept (closest descriptors first) before "
+               "clustering", minimum=1),
+        Option("cluster_cutoff", 0.08, "clustering cutoff as a fraction of the working grid's "
+               "longer side", minimum=0.0),
+        Option("cluster_cutoff_min", 30.0, "lower bound of the clustering cutoff, pixels",
+               minimum=0.0),
+        Option("min_inliers", 5, "distinct inlier keypoints a copy needs to be reported",
+               minimum=3),
+        Option("ransac_threshold", 3.0, "RANSAC reprojection tolerance, pixels (above 0)",
+               minimum=0.0),
+        Option("max_transforms_per_cluster", 3, "copies extracted from one cluster "
+               "(sequential RANSAC)", minimum=1),
+        Option("min_scale", 0.5, "smallest accepted scaling of a copy (above 0)", minimum=0.0),
+        Option("max_scale", 2.0, "largest accepted scaling of a copy", minimum=0.0),
+        Option("correlation_sigma", 2.0, "Gaussian window (sigma) of the local correlation "
+               "(above 0)", minimum=0.0),
+        Option("correlation_threshold", 0.6, "local correlation above which a pixel is "
+               "duplicated (below 1)", minimum=0.0, maximum=1.0),
+        Option("variance_floor", 4.0, "grey-level variance added to both windows so flat "
+               "areas stay near 0", minimum=0.0),
+        Option("min_region_fraction", 2e-4, "copies whose refined regions cover less of the "
+               "image are dropped", minimum=0.0, maximum=1.0),
+    )
+
+    def check_options(self) -> None:
+        opt = self.options
+        for name in ("ransac_threshold", "correlation_sigma", "min_scale"):
+            require(opt[name] > 0, f"copymove option {name} must be above 0")
+        require(opt["min_scale"] <= opt["max_scale"], "copymove needs min_scale <= max_scale")
+        require(opt["correlation_threshold"] < 1.0,
+                "copymove option correlation_threshold must be below 1")
+
+    @property
+    def config(self) -> CopyMoveConfig:
+        """The detector's settings: every option, as a :class:`CopyMoveConfig`."""
+        return CopyMoveConfig(**self.options)
 
     def analyze(self, image: ForensicImage) -> Result:
         config = self.config

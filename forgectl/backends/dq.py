@@ -16,7 +16,7 @@ double compression (then it says so and returns an empty map).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -31,24 +31,8 @@ from forgectl.analysis.jpeg import (
     smoothed_cdf,
 )
 from forgectl.backends.base import Backend, MethodSpec, Result
-from forgectl.backends.options import numeric_options, require
+from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage, ijg_table
-
-#: Method options and their defaults (``forgectl localize --method dq -o key=value``).
-DEFAULTS: dict[str, float] = {
-    "frequencies": 15,  # first N AC positions in zigzag order
-    "max_primary_step": 40,  # largest first quantization step tried
-    "value_range": 80.0,  # coefficient magnitude (dequantized units) covered by the histograms
-    "sigma": 0.8,  # decode rounding error between the two compressions, coefficient units
-    "min_gain": 0.02,  # nats per coefficient a frequency must gain from the double model
-    "min_separation": 0.05,  # total variation between single/double histograms to be usable
-    "min_authentic_fraction": 0.5,  # weight of the double component: the authentic majority
-    "min_frequencies": 2,  # informative frequencies needed to call the image double-compressed
-    "min_total_gain": 0.1,  # summed gain of those frequencies (nats per coefficient)
-    "cap": 3.0,  # bound on one coefficient's log-likelihood ratio (outlier guard)
-    "smooth": 3,  # side of the block window averaging the log-likelihood ratio
-    "min_blocks": 256,  # fewer 8x8 blocks give histograms too thin to fit
-}
 
 
 class DqBackend(Backend):
@@ -67,19 +51,32 @@ class DqBackend(Backend):
         ),
     )
 
-    def __init__(
-        self, weights: str | None = None, threshold: float | None = None, **options: Any
-    ) -> None:
-        super().__init__(weights=weights, threshold=threshold, **options)
-        # Checked here so a bad --param fails before any image is read.
-        self.settings = opt = numeric_options(self.spec.name, self.options, DEFAULTS)
-        require(1 <= opt["frequencies"] <= 63, "dq option frequencies must be in 1..63")
-        require(opt["smooth"] >= 1, "dq option smooth must be at least 1")
-        require(opt["max_primary_step"] >= 2, "dq option max_primary_step must be at least 2")
-        require(opt["sigma"] > 0 and opt["value_range"] > 0, "dq sigma/value_range must be > 0")
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("frequencies", 15, "first N AC positions in zigzag order", minimum=1, maximum=63),
+        Option("max_primary_step", 40, "largest first quantization step tried", minimum=2),
+        Option("value_range", 80.0, "coefficient magnitude (dequantized units) covered by the "
+               "histograms (above 0)", minimum=0.0),
+        Option("sigma", 0.8, "decode rounding error between the two compressions, coefficient "
+               "units (above 0)", minimum=0.0),
+        Option("min_gain", 0.02, "nats per coefficient a frequency must gain from the double "
+               "model"),
+        Option("min_separation", 0.05, "total variation between single/double histograms for "
+               "a frequency to be usable", minimum=0.0, maximum=1.0),
+        Option("min_authentic_fraction", 0.5, "least weight of the double component (the "
+               "authentic majority)", minimum=0.0, maximum=1.0),
+        Option("min_frequencies", 2, "informative frequencies needed to call the image "
+               "double-compressed", minimum=1),
+        Option("min_total_gain", 0.1, "summed gain of those frequencies, nats per coefficient"),
+        Option("cap", 3.0, "bound on one coefficient's log-likelihood ratio (outlier guard)",
+               minimum=0.0),
+        Option("smooth", 3, "side, in blocks, of the window averaging the log-likelihood ratio",
+               minimum=1),
+        Option("min_blocks", 256, "fewer 8x8 blocks give histograms too thin to fit", minimum=0),
+    )
 
-    def _option(self, key: str) -> float:
-        return self.settings[key]
+    def check_options(self) -> None:
+        opt = self.options
+        require(opt["sigma"] > 0 and opt["value_range"] > 0, "dq sigma/value_range must be > 0")
 
     def analyze(self, image: ForensicImage) -> Result:
         assert image.jpeg is not None  # localize() checked needs_jpeg
@@ -88,7 +85,7 @@ class DqBackend(Backend):
         table = image.jpeg.y_quant
         bh, bw = coefficients.shape[0] // 8, coefficients.shape[1] // 8
         blind = np.zeros((h, w), np.float32)
-        if bh * bw < self._option("min_blocks") or min(h, w) < 24:
+        if bh * bw < self.options["min_blocks"] or min(h, w) < 24:
             return Result.from_heatmap(
                 blind,
                 self.threshold,
@@ -101,20 +98,20 @@ class DqBackend(Backend):
                 },
             )
 
-        positions = low_frequency_ac(int(self._option("frequencies")))
+        positions = low_frequency_ac(self.options["frequencies"])
         # Calibration: DCT on a grid shifted by (4, 4) sees coefficients the file's quantizer
         # never touched, an estimate of their unquantized distribution (Fridrich's trick).
         calibrated = block_dct(luma(image.rgb), (4, 4))
-        sigma = self._option("sigma")
-        vmax = self._option("value_range")
-        candidates = range(1, int(self._option("max_primary_step")) + 1)
+        sigma = self.options["sigma"]
+        vmax = self.options["value_range"]
+        candidates = range(1, self.options["max_primary_step"] + 1)
 
         # Pixels clipped to 0 or 255 by a decoder break the model (their rounding error is not
         # small), so blocks holding them neither enter the fits nor get a vote.
         reliable = ~_clipped_blocks(image.rgb, bh, bw)
         log_ratio = np.zeros((bh, bw), np.float32)
         used: list[dict[str, object]] = []
-        cap = self._option("cap")
+        cap = self.options["cap"]
         for u, v in positions:
             step = int(table[u, v])
             half_range = max(2, int(np.ceil(vmax / step)))
@@ -128,9 +125,9 @@ class DqBackend(Backend):
                 sigma=sigma,
             )
             informative = (
-                fit.gain_per_coefficient >= self._option("min_gain")
-                and fit.separation >= self._option("min_separation")
-                and fit.authentic_fraction >= self._option("min_authentic_fraction")
+                fit.gain_per_coefficient >= self.options["min_gain"]
+                and fit.separation >= self.options["min_separation"]
+                and fit.authentic_fraction >= self.options["min_authentic_fraction"]
             )
             if not informative:
                 continue
@@ -155,9 +152,8 @@ class DqBackend(Backend):
         }
         total_gain = float(sum(f["gain"] for f in used))
         facts["evidence_nats_per_coefficient"] = round(total_gain, 4)
-        if len(used) < self._option("min_frequencies") or total_gain < self._option(
-            "min_total_gain"
-        ):
+        opt = self.options
+        if len(used) < opt["min_frequencies"] or total_gain < opt["min_total_gain"]:
             facts.update(double_compressed=False, primary_quality_estimate=None)
             return Result.from_heatmap(
                 blind,
@@ -167,7 +163,7 @@ class DqBackend(Backend):
                 note="no aligned double JPEG compression found: dq is blind on this image",
             )
 
-        k = int(self._option("smooth"))
+        k = self.options["smooth"]
         # Average the evidence of reliable blocks only (normalised convolution); a block with no
         # reliable neighbour has no evidence and stays cold instead of sitting at 0.5.
         weight = reliable.astype(np.float32)

@@ -8,10 +8,13 @@ image's own typical error level, so a uniformly processed image stays cool.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import cv2
 import numpy as np
 
 from forgectl.backends.base import Backend, MethodSpec, Result
+from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage, encode_jpeg
 
 
@@ -31,11 +34,8 @@ def error_level(rgb: np.ndarray, quality: int = 90) -> np.ndarray:
 
 
 class ElaBackend(Backend):
-    """ELA with a heatmap relative to the image's median smoothed error level.
-
-    Options: ``quality`` (re-save quality, default 90), ``ratio`` (error relative to the median
-    that maps to 1.0, default 4).
-    """
+    """ELA with a heatmap relative to the image's median smoothed error level (options: see
+    ``OPTIONS``)."""
 
     spec = MethodSpec(
         name="ela",
@@ -45,9 +45,18 @@ class ElaBackend(Backend):
         paper="N. Krawetz, 'A Picture's Worth...', Black Hat 2007",
     )
 
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("quality", 90, "JPEG quality of the re-save", minimum=1, maximum=100),
+        Option("ratio", 4.0, "error level relative to the image's median that maps to heat 1.0 "
+               "(above 1)", minimum=1.0),
+    )
+
+    def check_options(self) -> None:
+        require(self.options["ratio"] > 1.0, "ela option ratio must be above 1")
+
     def analyze(self, image: ForensicImage) -> Result:
-        quality = int(self.options.get("quality", 90))
-        ratio = float(self.options.get("ratio", 4.0))
+        quality: int = self.options["quality"]
+        ratio: float = self.options["ratio"]
         err = error_level(image.rgb, quality)
         # Average over about a JPEG block so single-pixel edge errors do not dominate.
         sigma = max(2.0, min(image.height, image.width) / 200.0)

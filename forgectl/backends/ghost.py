@@ -18,8 +18,7 @@ were moved off the grid.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
@@ -31,21 +30,9 @@ from forgectl.analysis.ghost import (
     phase_maps,
 )
 from forgectl.analysis.noise import BlockGrid, extent_weighted_score, grid_to_pixels
-from forgectl.backends._options import resolve_options
 from forgectl.backends.base import Backend, MethodSpec, Result
-from forgectl.backends.options import require
+from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage
-
-#: Defaults, as data; every key can be overridden as a method option (``-p key=value``).
-GHOST_DEFAULTS: dict[str, object] = {
-    "qualities": DEFAULT_QUALITIES,  # recompression qualities (at least 3)
-    "window": 0,  # window side in 8x8 blocks; 0 = auto (see _window_blocks)
-    "channels": "luma",  # error of "luma" (Y) or "rgb" (mean of R, G, B as in the paper)
-    "floor": 0.25,  # squared grey levels added to the errors before the log
-    "informative": 4.0,  # windows whose largest error is below this x floor are flat
-    "prominence": 0.8,  # dip or bump height (log units) that maps to heat 1.0
-    "phases": "aligned",  # "aligned" (the file's 8x8 grid) or "all" (64 grid phases)
-}
 
 #: Fraction of the image that must be flagged for the score to reach the ghost's strength.
 _EXTENT_FOR_FULL_SCORE = 0.02
@@ -75,7 +62,7 @@ def _mode(values: list[np.ndarray]) -> int | None:
 
 
 class GhostBackend(Backend):
-    """JPEG ghost map. Options: the keys of ``GHOST_DEFAULTS``."""
+    """JPEG ghost map (options: see ``OPTIONS``)."""
 
     spec = MethodSpec(
         name="ghost",
@@ -85,28 +72,33 @@ class GhostBackend(Backend):
         paper="H. Farid, 'Exposing Digital Forgeries from JPEG Ghosts', IEEE TIFS 4(1), 2009",
     )
 
-    def __init__(
-        self, weights: str | Path | None = None, threshold: float | None = None, **options: Any
-    ) -> None:
-        super().__init__(weights=weights, threshold=threshold, **options)
-        opts = resolve_options("ghost", GHOST_DEFAULTS, self.options)
-        qualities = tuple(sorted(set(opts["qualities"])))
-        require(
-            len(qualities) >= 3 and qualities[0] >= 1 and qualities[-1] <= 100,
-            "ghost option qualities needs at least 3 values in 1..100",
-        )
-        require(opts["window"] >= 0, "ghost option window must be >= 0 blocks (0 = auto)")
-        require(opts["channels"] in ("luma", "rgb"), "ghost option channels is 'luma' or 'rgb'")
-        require(opts["phases"] in ("aligned", "all"), "ghost option phases is 'aligned' or 'all'")
-        require(
-            opts["floor"] > 0 and opts["prominence"] > 0 and opts["informative"] >= 0,
-            "ghost options floor and prominence must be > 0, informative >= 0",
-        )
-        self.settings = {**opts, "qualities": qualities}
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("qualities", DEFAULT_QUALITIES, "recompression qualities (at least 3 distinct)",
+               minimum=1, maximum=100),
+        Option("window", 0, "window side in 8x8 blocks; 0 = auto (grows with the image)",
+               minimum=0),
+        Option("channels", "luma", "error of luma (Y) or rgb (mean of R, G, B as in the paper)",
+               choices=("luma", "rgb")),
+        Option("floor", 0.25, "squared grey levels added to the errors before the log (above 0)",
+               minimum=0.0),
+        Option("informative", 4.0, "windows whose largest error is below this x floor are flat",
+               minimum=0.0),
+        Option("prominence", 0.8, "dip or bump height (log units) that maps to heat 1.0 "
+               "(above 0)", minimum=0.0),
+        Option("phases", "aligned", "aligned: the file's 8x8 grid; all: the 64 grid phases "
+               "(64 x the time)", choices=("aligned", "all")),
+    )
+
+    def check_options(self) -> None:
+        opt = self.options
+        require(len(set(opt["qualities"])) >= 3,
+                "ghost option qualities needs at least 3 distinct values in 1..100")
+        require(opt["floor"] > 0 and opt["prominence"] > 0,
+                "ghost options floor and prominence must be > 0")
 
     def analyze(self, image: ForensicImage) -> Result:
-        cfg = self.settings
-        qualities: tuple[int, ...] = cfg["qualities"]
+        cfg = self.options
+        qualities: tuple[int, ...] = tuple(sorted(set(cfg["qualities"])))
         shape = (image.height, image.width)
         window = _window_blocks(cfg["window"], *shape)
         if min(shape) < 8 * (window + 1):

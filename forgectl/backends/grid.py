@@ -15,24 +15,14 @@ content that was never JPEG-compressed or that was pasted on the image's own gri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
 from forgectl.analysis.jpeg import blocks_to_pixels, grid_periodicity, luma
 from forgectl.backends.base import Backend, MethodSpec, Result
-from forgectl.backends.options import numeric_options, require
+from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage
-
-#: Method options and their defaults (``forgectl localize --method grid -o key=value``).
-DEFAULTS: dict[str, float] = {
-    "window": 8,  # side, in 8x8 blocks, of the local window (8 -> 64 pixels)
-    "min_step": 2,  # smallest quantization step searched (DC and low AC)
-    "max_step": 16,  # largest step searched (about IJG quality 50 for DC)
-    "z_low": 4.0,  # local z-score mapped to heat 0 (the noise maximum over 62 origins is ~5)
-    "z_high": 8.0,  # ... and to heat 1; the 0.5 threshold is z = 6
-    "ubiquitous_z": 2.0,  # origins whose median z over the image exceeds this are the host's
-}
 
 #: Median z over the image above which a grid counts as the image's own (visible everywhere).
 _VISIBLE_GRID_Z = 2.0
@@ -58,22 +48,26 @@ class GridBackend(Backend):
         ),
     )
 
-    def __init__(
-        self, weights: str | None = None, threshold: float | None = None, **options: Any
-    ) -> None:
-        super().__init__(weights=weights, threshold=threshold, **options)
-        # Checked here so a bad --param fails before any image is read.
-        self.settings = opt = numeric_options(self.spec.name, self.options, DEFAULTS)
-        require(opt["window"] >= 1, "grid option window must be at least 1")
-        require(2 <= opt["min_step"] <= opt["max_step"], "grid needs 2 <= min_step <= max_step")
-        require(opt["z_high"] > opt["z_low"], "grid option z_high must exceed z_low")
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("window", 8, "side, in 8x8 blocks, of the local window (8 -> 64 pixels)",
+               minimum=1),
+        Option("min_step", 2, "smallest quantization step searched (DC and low AC)", minimum=2),
+        Option("max_step", 16, "largest step searched (about IJG quality 50 for DC)", minimum=2),
+        Option("z_low", 4.0, "local z-score mapped to heat 0 (the noise maximum over 62 origins "
+               "is ~5)"),
+        Option("z_high", 8.0, "local z-score mapped to heat 1 (above z_low)"),
+        Option("ubiquitous_z", 2.0, "origins whose median z over the image exceeds this are the "
+               "host's"),
+    )
 
-    def _option(self, key: str) -> float:
-        return self.settings[key]
+    def check_options(self) -> None:
+        opt = self.options
+        require(opt["min_step"] <= opt["max_step"], "grid needs 2 <= min_step <= max_step")
+        require(opt["z_high"] > opt["z_low"], "grid option z_high must exceed z_low")
 
     def analyze(self, image: ForensicImage) -> Result:
         h, w = image.height, image.width
-        window = int(self._option("window"))
+        window = self.options["window"]
         if min(h, w) < 8 * (window + 1):
             return Result.from_heatmap(
                 np.zeros((h, w), np.float32),
@@ -82,7 +76,7 @@ class GridBackend(Backend):
                 note=f"image smaller than {8 * (window + 1)} pixels: grid says nothing here",
                 facts={"global_grid_offset": None, "global_grid_strength": 0.0},
             )
-        steps = range(int(self._option("min_step")), int(self._option("max_step")) + 1)
+        steps = range(self.options["min_step"], self.options["max_step"] + 1)
         evidence = grid_periodicity(luma(image.rgb), list(POSITIONS), steps, window)
         z = _robust_z(evidence)  # (CH, CW, 64)
 
@@ -91,7 +85,7 @@ class GridBackend(Backend):
         typical = np.median(z.reshape(-1, 64), axis=0)
         dominant = int(np.argmax(typical))
         local = z - np.maximum(typical, 0.0)[None, None, :]
-        excluded = typical > self._option("ubiquitous_z")
+        excluded = typical > self.options["ubiquitous_z"]
         excluded[[0, dominant]] = True
         local[:, :, excluded] = -np.inf
         if excluded.all():  # every origin is image-wide: nothing can stand out locally
@@ -99,7 +93,7 @@ class GridBackend(Backend):
         anomaly = local.max(axis=2)
         origin = local.argmax(axis=2)
 
-        z_low, z_high = self._option("z_low"), self._option("z_high")
+        z_low, z_high = self.options["z_low"], self.options["z_high"]
         cells = np.clip((anomaly - z_low) / (z_high - z_low), 0.0, 1.0).astype(np.float32)
         heat = blocks_to_pixels(cells, h, w)
         flagged = cells >= self.threshold

@@ -13,8 +13,7 @@ near-noiseless flat areas (skies smoothed by JPEG) are marked unreliable and nev
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
@@ -27,22 +26,9 @@ from forgectl.analysis.noise import (
     grid_to_pixels,
     wavelet_hh,
 )
-from forgectl.backends._options import resolve_options
 from forgectl.backends.base import Backend, MethodSpec, Result
-from forgectl.backends.options import require
+from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage
-
-#: Defaults, as data; every key can be overridden as a method option (``-p key=value``).
-NOISE_DEFAULTS: dict[str, object] = {
-    "wavelet": "db8",  # orthogonal wavelet of the HH1 sub-band
-    "block": 32,  # block side in pixels
-    "stride": 8,  # step between blocks in pixels
-    "ratio": 3.0,  # noise ratio (either way) that maps to heat 1.0
-    "sides": "both",  # "both": noisier or quieter blocks; "high": only noisier ones
-    "flat_sigma": 0.25,  # blocks quieter than this (grey levels) are flat: unreliable
-    "flat_fraction": 0.3,  # ... and so are blocks quieter than this fraction of the median
-    "max_clipped": 0.25,  # blocks with more clipped pixels than this are unreliable
-}
 
 #: Fraction of reliable blocks that must deviate for the score to reach the deviation strength:
 #: a handful of outlier blocks (an edge, a texture patch) should not call a whole image forged.
@@ -90,7 +76,7 @@ def noise_deviation(
 
 
 class NoiseBackend(Backend):
-    """Noise-level inconsistency map. Options: the keys of ``NOISE_DEFAULTS``."""
+    """Noise-level inconsistency map (options: see ``OPTIONS``)."""
 
     spec = MethodSpec(
         name="noise",
@@ -100,32 +86,36 @@ class NoiseBackend(Backend):
         "Image and Vision Computing 27(10), 2009",
     )
 
-    def __init__(
-        self, weights: str | Path | None = None, threshold: float | None = None, **options: Any
-    ) -> None:
-        super().__init__(weights=weights, threshold=threshold, **options)
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("wavelet", "db8", "orthogonal wavelet of the HH1 sub-band (db8, haar, sym4, ...)"),
+        Option("block", 32, "block side in pixels", minimum=4),
+        Option("stride", 8, "step between blocks in pixels (at most block)", minimum=2),
+        Option("ratio", 3.0, "noise ratio (either way) that maps to heat 1.0 (above 1)",
+               minimum=1.0),
+        Option("sides", "both", "both: flag noisier or quieter blocks; high: only noisier ones",
+               choices=("both", "high")),
+        Option("flat_sigma", 0.25, "blocks quieter than this (grey levels) are flat: unreliable",
+               minimum=0.0),
+        Option("flat_fraction", 0.3, "... and so are blocks quieter than this fraction of the "
+               "median", minimum=0.0),
+        Option("max_clipped", 0.25, "blocks with a larger fraction of clipped pixels are "
+               "unreliable", minimum=0.0, maximum=1.0),
+    )
+
+    def check_options(self) -> None:
         import pywt
 
-        opts = resolve_options("noise", NOISE_DEFAULTS, self.options)
-        wavelet = opts["wavelet"]
+        opt = self.options
+        wavelet = opt["wavelet"]
         require(
             wavelet in pywt.wavelist(kind="discrete") and pywt.Wavelet(wavelet).orthogonal,
             f"noise option wavelet={wavelet!r} is not an orthogonal wavelet (db8, haar, ...)",
         )
-        require(
-            opts["block"] >= 4 and 2 <= opts["stride"] <= opts["block"],
-            "noise options: block must be >= 4 pixels and stride in 2..block",
-        )
-        require(opts["ratio"] > 1.0, "noise option ratio must be > 1")
-        require(opts["sides"] in ("both", "high"), "noise option sides is 'both' or 'high'")
-        require(
-            0.0 <= opts["max_clipped"] <= 1.0 and opts["flat_sigma"] >= 0,
-            "noise options: max_clipped must be in [0, 1] and flat_sigma >= 0",
-        )
-        self.settings = opts
+        require(opt["stride"] <= opt["block"], "noise option stride must be at most block")
+        require(opt["ratio"] > 1.0, "noise option ratio must be > 1")
 
     def analyze(self, image: ForensicImage) -> Result:
-        cfg = self.settings
+        cfg = self.options
         log_ratio, sigma, grid, dominant = noise_deviation(
             image.rgb,
             wavelet=cfg["wavelet"],

@@ -2,19 +2,19 @@
 
 ReConWave-Net, J. Comput. Appl. 2026, 46(6): 1893-1903. Two learned modules run in sequence:
 
-1. restoration (:class:`forgectl.restore.Restorer`): a classifier reads the whole image and
-   decides none / brightness / contrast and the strength; only when it sees a disturbance
+1. restoration (:class:`forgectl.backends.restorer.Restorer`): a classifier reads the whole
+   image and decides none / brightness / contrast and the strength; only when it sees a disturbance
    does the Swin restorer undo it. The JSON facts record the decision (``restoration``).
 2. localization (:class:`forgectl.nets.wavelet_unet.WaveletUNet`) on the restored pixels, in
    overlapping tiles on the 8x8 grid (padded, never resized), blended.
 
 Shipped weights: ``weights/reconwave-tiny.safetensors`` (localizer) and
-``weights/`` + :data:`forgectl.restore.DEFAULT_RESTORE_WEIGHTS` (restoration), each with
+``weights/`` + :data:`forgectl.backends.restorer.DEFAULT_RESTORE_WEIGHTS` (restoration), each with
 its model card.
 ``--runtime onnx`` runs the localizer's exported graph (``forgectl export``); the restoration
 module stays in PyTorch (``-p restore=off`` for a run without torch). Options:
 ``restore`` (``learned`` default, ``classical`` = the blind baseline of
-:func:`forgectl.restore.classical_restore`, which changes every image, or ``off``),
+:func:`forgectl.analysis.restoration.classical_restore`, which changes every image, or ``off``),
 ``restore_weights`` (default: the shipped restoration weights above),
 ``min_confidence`` (0.5), ``tile`` (384, multiple of 32) and ``overlap`` (64).
 """
@@ -26,14 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from forgectl.backends.base import WEIGHTS_DIR, Backend, ExportGraph, MethodSpec, Result, TileRunner
-from forgectl.errors import UsageError, WeightsError
+from forgectl.analysis.restoration import classical_restore
+from forgectl.backends.base import MethodSpec, Result
+from forgectl.backends.learned import ExportGraph, LearnedBackend, TileRunner, tiling_options
+from forgectl.backends.options import Option
+from forgectl.backends.restorer import DEFAULT_RESTORE_WEIGHTS, Restorer
+from forgectl.errors import WeightsError
 from forgectl.intake import ForensicImage
+from forgectl.weights import weights_dir
 
 if TYPE_CHECKING:
     from forgectl.nets.wavelet_unet import WaveletUNet
-    from forgectl.restore import Restorer
-    from forgectl.training.recipe import Recipe
 
 PAPER = (
     "ReConWave-Net: restoration of brightness/contrast disturbances and a wavelet-enhanced "
@@ -47,7 +50,7 @@ TRACE_SIZE = (160, 224)
 RESTORE_MODES = ("learned", "classical", "off")
 
 
-class ReConWaveBackend(Backend):
+class ReConWaveBackend(LearnedBackend):
     """Restoration (when a disturbance is seen) followed by wavelet U-Net localization."""
 
     spec = MethodSpec(
@@ -57,63 +60,38 @@ class ReConWaveBackend(Backend):
         weights="reconwave-tiny.safetensors",
         paper=PAPER,
     )
-    runtimes = ("torch", "onnx")
+    multiple = MULTIPLE
+    OPTIONS = (
+        Option("restore", "learned", "restoration before localizing: learned, classical "
+               "(blind global linear fit, changes every image) or off", choices=RESTORE_MODES),
+        Option("restore_weights", "", "restoration weights file (default: the shipped "
+               f"{DEFAULT_RESTORE_WEIGHTS})"),
+        Option("min_confidence", 0.5, "restore only when the classifier is this sure",
+               minimum=0.0, maximum=1.0),
+        *tiling_options(),
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.restore_mode = str(self.options.get("restore", "learned"))
-        if self.restore_mode not in RESTORE_MODES:
-            raise UsageError(f"reconwave: restore must be one of {', '.join(RESTORE_MODES)}")
-        self.tile = int(self.options.get("tile", 384))
-        self.overlap = int(self.options.get("overlap", 64))
-        self.min_confidence = float(self.options.get("min_confidence", 0.5))
-        if self.tile < 64 or self.tile % MULTIPLE:
-            raise UsageError(f"reconwave: tile must be a multiple of {MULTIPLE} and >= 64")
-        if self.overlap < 0 or self.overlap % 8 or self.overlap >= self.tile // 2:
-            raise UsageError("reconwave: overlap must be a multiple of 8, below half the tile")
-        from forgectl.restore import DEFAULT_RESTORE_WEIGHTS
-
-        given = self.options.get("restore_weights")
-        self.restore_weights = Path(given) if given else WEIGHTS_DIR / DEFAULT_RESTORE_WEIGHTS
+        self.restore_mode = self.options["restore"]
+        self.tile = self.options["tile"]
+        self.overlap = self.options["overlap"]
+        self.min_confidence = self.options["min_confidence"]
+        given = self.options["restore_weights"]
+        self.restore_weights = Path(given) if given else weights_dir() / DEFAULT_RESTORE_WEIGHTS
         if self.restore_mode == "learned" and not self.restore_weights.is_file():
             raise WeightsError(
                 f"restoration weights not found: {self.restore_weights} (or use restore=off)"
             )
-        self._model: WaveletUNet | None = None
         self._restorer: Restorer | None = None
 
-    # ------------------------------------------------------------------ loading
+    def build_network(self, config: dict[str, Any]) -> WaveletUNet:
+        from forgectl.nets.wavelet_unet import WaveletUNet
 
-    def model_config(self) -> dict[str, Any]:
-        card = self.model_card()
-        if not card or not isinstance(card.get("config"), dict):
-            raise WeightsError(
-                f"reconwave needs the model card "
-                f"{self.weights_path.with_suffix('.json')} with the network config"
-            )
-        config = card["config"]
-        return config["model"] if "model" in config else config
-
-    def model(self) -> WaveletUNet:
-        if self._model is None:
-            import torch
-
-            from forgectl.backends.base import compute_threads, load_checked_state
-            from forgectl.nets.wavelet_unet import WaveletUNet
-
-            torch.set_num_threads(compute_threads())
-            try:
-                model = WaveletUNet(self.model_config(), pretrained=False)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise WeightsError(f"reconwave model card config is invalid: {exc}") from exc
-            load_checked_state(model, self.weights_path)
-            self._model = model
-        return self._model
+        return WaveletUNet(config, pretrained=False)
 
     def restorer(self) -> Restorer:
         if self._restorer is None:
-            from forgectl.restore import Restorer
-
             self._restorer = Restorer(self.restore_weights, min_confidence=self.min_confidence)
         return self._restorer
 
@@ -123,23 +101,21 @@ class ReConWaveBackend(Backend):
         if self.restore_mode == "learned":
             return self.restorer().restore(rgb)
         if self.restore_mode == "classical":
-            from forgectl.restore import classical_restore
-
             return classical_restore(rgb)
         return rgb, {"method": "off", "restored": False}
 
     def _localize(self, rgb: np.ndarray) -> tuple[np.ndarray, int]:
-        from forgectl.nets.tiling import BlendAccumulator, pad_to, plan_tiles
+        from forgectl.tiling import pad_to
 
-        run = self.tile_runner()
-        plan = plan_tiles(rgb.shape[0], rgb.shape[1], self.tile, self.overlap, MULTIPLE)
+        plan = self.plan(rgb.shape[0], rgb.shape[1])
         padded = pad_to(rgb, plan.padded_height, plan.padded_width)  # as in training crops
-        acc = BlendAccumulator(plan)
-        for t in plan.tiles:
+
+        def feeds(t: Any) -> dict[str, np.ndarray]:
             win = padded[t.y0 : t.y0 + t.height, t.x0 : t.x0 + t.width]
-            x = np.ascontiguousarray(win.transpose(2, 0, 1), np.float32)[None] / 255.0
-            acc.add(t, run({"image": x})["mask"][0, 0])
-        return acc.result(), len(plan.tiles)
+            return {"image": np.ascontiguousarray(win.transpose(2, 0, 1), np.float32)[None]
+                    / 255.0}
+
+        return self.blend(plan, feeds), len(plan.tiles)
 
     # ------------------------------------------------------------------ runtimes and export
 
@@ -229,11 +205,3 @@ class ReConWaveBackend(Backend):
             f"as manipulated at threshold {self.threshold:.2f}; image score "
             f"{result.score:.2f}"
         )
-
-
-def training_recipe() -> Recipe:
-    """Both stages (``tiny``/``paper`` localizer; ``restore-tiny``, ``restore-tiny-ft``,
-    ``restore-paper`` restoration)."""
-    from forgectl.training.reconwave import training_recipe as recipe
-
-    return recipe()

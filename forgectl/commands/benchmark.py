@@ -122,7 +122,7 @@ def benchmark(
     speed; optional robustness sweeps. Writes report.json, report.csv, items.csv, plots/."""
     from rich.console import Console
 
-    from forgectl import backends
+    from forgectl import registry
     from forgectl.commands.localize import parse_params
     from forgectl.errors import UsageError
     from forgectl.evaluation import report as rep
@@ -130,7 +130,7 @@ def benchmark(
     from forgectl.evaluation.datasets import load_dataset
     from forgectl.evaluation.perturb import Perturbation, parse_spec
 
-    names = _split_methods(methods, backends.available())
+    names = _split_methods(methods, registry.available())
     settings: list[Perturbation | None] = [] if (no_clean and perturb) else [None]
     for spec in perturb or []:
         settings.extend(s for s in parse_spec(spec) if s not in settings)
@@ -145,7 +145,7 @@ def benchmark(
     options = _per_method(param or [], names, "--param")
     weight_files = _weights_by_method(weights or [], names)
     loaded = {
-        n: backends.load(
+        n: registry.load(
             n, weights=weight_files.get(n), threshold=threshold, **parse_params(options[n])
         )
         for n in names

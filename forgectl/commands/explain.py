@@ -21,7 +21,7 @@ def parse_methods(text: str | None) -> list[str]:
     Raises:
         UsageError: an empty list or a name that is not registered.
     """
-    from forgectl import backends, report
+    from forgectl import registry, report
     from forgectl.errors import UsageError
 
     if text is None:
@@ -29,7 +29,7 @@ def parse_methods(text: str | None) -> list[str]:
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
         raise UsageError("--methods needs at least one method name")
-    known = backends.available()
+    known = registry.available()
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(

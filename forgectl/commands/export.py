@@ -37,18 +37,18 @@ def export(
     and on the exported file through the same tiling; any heatmap differing by more than
     --tolerance fails the export (exit 1) and nothing is written.
     """
-    from forgectl import backends
+    from forgectl import registry
     from forgectl.errors import UsageError
     from forgectl.export import export_model
 
-    spec = backends.get_spec(method)
+    spec = registry.get_spec(method)
     if spec.kind != "learned":
-        learned = [m for m in backends.available() if backends.get_spec(m).kind == "learned"]
+        learned = [m for m in registry.available() if registry.get_spec(m).kind == "learned"]
         raise UsageError(
             f"{method} is a classical method with no network to export (learned methods: "
             f"{', '.join(learned) or 'none registered'})"
         )
-    backend = backends.load(method, weights=weights)
+    backend = registry.load(method, weights=weights)
     report = export_model(backend, fmt, out, tolerance=tolerance)
     typer.echo(
         f"forgectl: exported {method} ({report.weights}) as {report.format} to {report.path} "

@@ -78,13 +78,13 @@ def localize(
     A batch goes on past bad files, reports each on stderr, lists every image in
     results.jsonl, and exits 1 if any failed (3 if --fail-on was hit).
     """
-    from forgectl import backends, pipeline
+    from forgectl import pipeline, registry
     from forgectl.errors import ForgectlError
     from forgectl.outputs import atomic_write, write_result_files
 
     files, problems = pipeline.collect_inputs(paths, recursive=recursive)
     options = parse_params(param or [])
-    backend = backends.load(method, weights=weights, threshold=threshold, runtime=runtime,
+    backend = registry.load(method, weights=weights, threshold=threshold, runtime=runtime,
                             **options)
     plan = pipeline.plan_outputs(files, out)
     pipeline.check_not_overwriting_inputs(plan)

@@ -1,46 +1,85 @@
-"""`forgectl methods`: list registered methods, what they need and their weights."""
+"""`forgectl methods [NAME]`: what can run, what it needs, its weights and its options."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 
+def _row(name: str) -> dict[str, Any]:
+    from forgectl import registry
+    from forgectl.weights import weights_dir
+
+    entry = registry.entry(name)
+    cls = registry.get_class(name)
+    spec = cls.spec
+    weights = spec.weights or "-"
+    if spec.weights and not (weights_dir() / spec.weights).is_file():
+        weights += " (missing)"
+    return {
+        "name": name,
+        "status": entry.status,
+        "kind": spec.kind,
+        "needs": "JPEG file" if spec.needs_jpeg else "any image",
+        "weights": weights,
+        "trainable": entry.recipe is not None,
+        "summary": spec.summary,
+        "paper": spec.paper,
+        "options": [opt.to_dict() for opt in cls.OPTIONS],
+    }
+
+
 def methods(
+    name: Annotated[
+        str | None, typer.Argument(help="One method: its options and details.",
+                                   show_default=False)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the methods `localize` can run, what input they need and their weights."""
-    from forgectl import backends
-    from forgectl.backends.base import WEIGHTS_DIR
+    """List the methods `localize` can run (and untrained ones), or one method's options."""
+    from forgectl import registry
 
-    rows = []
-    for name in backends.available():
-        spec = backends.get_spec(name)
-        needs = "JPEG file" if spec.needs_jpeg else "any image"
-        weights = spec.weights or "-"
-        if spec.weights and not (WEIGHTS_DIR / spec.weights).is_file():
-            weights += " (missing)"
-        rows.append(
-            {
-                "name": name,
-                "kind": spec.kind,
-                "needs": needs,
-                "weights": weights,
-                "summary": spec.summary,
-                "paper": spec.paper,
-            }
-        )
+    if name is not None:
+        _one(_row(name), as_json)
+        return
+    names = [e.name for e in registry.entries() if e.backend is not None]
+    rows = [_row(n) for n in names]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="forgectl methods")
+    table = Table(title="forgectl methods (details: forgectl methods NAME)")
     for col in ("name", "kind", "needs", "weights", "summary"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["kind"], r["needs"], r["weights"], r["summary"])
+        kind = r["kind"] if r["status"] == "ready" else f"{r['kind']} ({r['status']})"
+        table.add_row(r["name"], kind, r["needs"], r["weights"], r["summary"])
     Console().print(table)
+
+
+def _one(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(row, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{row['name']}[/bold] ({row['kind']}, {row['status']}): {row['summary']}")
+    console.print(f"needs: {row['needs']}; weights: {row['weights']}; "
+                  f"trainable: {'yes' if row['trainable'] else 'no'}")
+    if row["paper"]:
+        console.print(f"paper: {row['paper']}")
+    if not row["options"]:
+        console.print("options: none")
+        return
+    table = Table(title="options (-p KEY=VALUE)")
+    for col in ("name", "default", "valid", "help"):
+        table.add_column(col, overflow="fold")
+    for opt in row["options"]:
+        table.add_row(opt["name"], json.dumps(opt["default"]), opt["valid"], opt["help"])
+    console.print(table)

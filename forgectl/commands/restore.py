@@ -13,10 +13,10 @@ from typing import Annotated
 
 import typer
 
+from forgectl.backends.restorer import DEFAULT_RESTORE_WEIGHTS
 from forgectl.commands._options import MaxPixelsOpt, OutDirOpt, RecursiveOpt
 from forgectl.commands._records import emit_record
 from forgectl.intake import DEFAULT_MAX_PIXELS
-from forgectl.restore import DEFAULT_RESTORE_WEIGHTS
 
 EXIT_FAILED = 1
 MODES = ("learned", "classical")
@@ -59,9 +59,10 @@ def restore(
 ) -> None:
     """Restore brightness/contrast: write <stem>.restored.png and <stem>.restore.json."""
     from forgectl import pipeline
+    from forgectl.backends.restorer import Restorer
     from forgectl.errors import ForgectlError, UsageError
     from forgectl.outputs import atomic_write
-    from forgectl.restore import RESTORE_SUFFIXES, Restorer, write_restoration
+    from forgectl.restore import RESTORE_SUFFIXES, write_restoration
 
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")

@@ -63,7 +63,7 @@ def synth(
     The same seed and sources give byte-identical files.
     """
     from forgectl.errors import UsageError
-    from forgectl.training.synth import (
+    from forgectl.synth.engine import (
         SynthConfig,
         SynthesisEngine,
         list_images,

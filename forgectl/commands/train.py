@@ -1,13 +1,16 @@
 """`forgectl train`: train a learned method on synthetic forgeries made from a photo corpus.
 
-Only methods whose backend module exposes ``training_recipe()`` can be trained; any other name
-gets a one-line error listing the trainable ones. How it works, files and model card fields:
-``docs/TRAINING.md``.
+Registry entries with a recipe can be trained (also ``untrained`` ones and components); any
+other name gets a one-line error listing the trainable ones. Everything goes into a run folder
+(``runs/<method>-<config>-<time>/`` or ``--out``): checkpoints, log, and the final weights +
+model card. Only ``--ship`` copies them into the shipped weights folder, and never over an
+existing file unless ``--force``. How it works, files and card fields: ``docs/TRAINING.md``.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -35,8 +38,8 @@ def train(
         typer.Option(
             "--out",
             "-o",
-            help="Folder of the final weights and model card "
-            "(default: the shipped weights folder).",
+            help="Run folder: checkpoints, log, final weights + card "
+            "(default: runs/METHOD-CONFIG-TIME; with --resume: the newest such folder).",
             show_default=False,
         ),
     ] = None,
@@ -90,14 +93,6 @@ def train(
         int,
         typer.Option("--ckpt-every", min=0, help="Checkpoint every N steps (0 = at the end only)."),
     ] = 100,
-    run_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--run-dir",
-            help="Checkpoints and log (default: runs/METHOD-CONFIG).",
-            show_default=False,
-        ),
-    ] = None,
     kinds: Annotated[
         str | None,
         typer.Option(
@@ -119,25 +114,42 @@ def train(
             "val_pixel_auc or val_loss.",
         ),
     ] = "val_f1",
-    ship: Annotated[
-        str, typer.Option("--ship", help="Ship the best or the last weights.")
+    pick: Annotated[
+        str, typer.Option("--pick", help="Final weights: the best (by --best-metric) or the last.")
     ] = "best",
+    ship: Annotated[
+        bool,
+        typer.Option("--ship", help="Copy the final weights + card into the shipped weights "
+                     "folder (FORGECTL_WEIGHTS_DIR or weights/)."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Let --ship replace an existing shipped file.")
+    ] = False,
 ) -> None:
-    """Train METHOD on synthetic forgeries; write weights/METHOD-CONFIG.safetensors + card."""
-    from forgectl.backends.base import WEIGHTS_DIR
+    """Train METHOD on synthetic forgeries into a run folder; --ship to weights/."""
+    from forgectl import registry
     from forgectl.errors import InputError
-    from forgectl.training.trainer import RunOptions, load_recipe
+    from forgectl.training.trainer import RunOptions
     from forgectl.training.trainer import train as run_training
 
-    load_recipe(method)  # a clear error for untrainable methods before anything else
+    recipe = registry.load_recipe(method)  # a clear error for untrainable methods first
     for folder in images:
         if not folder.is_dir():
             raise InputError(f"--images: not a folder: {folder}")
-    if dev is not None and not dev.exists():
-        raise InputError(f"--dev: not found: {dev}")
+    evaluator = None
+    if dev is not None:
+        if not dev.exists():
+            raise InputError(f"--dev: not found: {dev}")
+        from forgectl.evaluation.runner import dev_evaluator
+
+        evaluator = dev_evaluator(method, dev, dev_limit,
+                                  recipe.dev_backend_options(recipe.configs.get(config, {})))
+    run_dir = _run_dir(method, config, out, resume)
+    if ship:
+        _check_ship_target(method, config, force)
     options = RunOptions(
-        run_dir=run_dir or Path("runs") / f"{method}-{config}",
-        out_dir=out or WEIGHTS_DIR,
+        run_dir=run_dir,
+        out_dir=run_dir,
         seed=seed,
         threads=threads,
         workers=workers,
@@ -149,16 +161,16 @@ def train(
         dev_limit=dev_limit,
         dtype=dtype,
         best_metric=best_metric,
-        ship=ship,
+        ship=pick,
         progress=True,
     )
     overrides = {"steps": steps, "batch_size": batch_size, "lr": lr}
     kind_list = [k for k in kinds.split(",") if k.strip()] if kinds else None
-    card = run_training(method, config, images, options, overrides, kind_list)
+    card = run_training(recipe, config, images, options, overrides, kind_list, evaluator)
     best = card["metrics"]["best"]
     final = card["metrics"]["final"] or {}
     parts = [
-        f"{card['weights']['file']} ({card['training']['steps']} steps, "
+        f"{run_dir / card['weights']['file']} ({card['training']['steps']} steps, "
         f"{card['training']['wall_s']:.0f} s)"
     ]
     if final.get("val_f1") is not None:
@@ -167,4 +179,48 @@ def train(
         parts.append(f"best {best['metric']} {best['value']:.3f} at step {best['step']}")
     if final.get("dev_f1") is not None:
         parts.append(f"dev F1 {final['dev_f1']:.3f}")
+    if ship:
+        parts.append(f"shipped to {_ship(run_dir / card['weights']['file'], force)}")
     print("; ".join(parts), file=sys.stdout)
+
+
+def _run_dir(method: str, config: str, out: Path | None, resume: bool) -> Path:
+    """``--out``, or a new ``runs/METHOD-CONFIG-TIME``; with ``--resume`` and no ``--out``, the
+    newest ``runs/METHOD-CONFIG-*`` that holds a checkpoint."""
+    from forgectl.errors import UsageError
+
+    if out is not None:
+        return out
+    runs = Path("runs")
+    if resume:
+        found = sorted(p for p in runs.glob(f"{method}-{config}-*")
+                       if (p / "checkpoint.json").is_file())
+        if not found:
+            raise UsageError(f"--resume: no run of {method} {config} in {runs}/ (give --out)")
+        return found[-1]
+    return runs / f"{method}-{config}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_ship_target(method: str, config: str, force: bool) -> None:
+    """Refuse before training, not after it, when --ship would replace a shipped file."""
+    from forgectl.errors import UsageError
+    from forgectl.weights import weights_dir
+
+    target = weights_dir() / f"{method}-{config}.safetensors"
+    if target.exists() and not force:
+        raise UsageError(f"--ship would replace {target}: add --force to replace it")
+
+
+def _ship(weights: Path, force: bool) -> Path:
+    """Copy weights + card into the shipped folder (atomic writes; the card last)."""
+    from forgectl.errors import UsageError
+    from forgectl.outputs import write_bytes
+    from forgectl.weights import card_path, weights_dir
+
+    folder = weights_dir()
+    target = folder / weights.name
+    if target.exists() and not force:
+        raise UsageError(f"--ship would replace {target}: add --force to replace it")
+    write_bytes(target, weights.read_bytes())
+    write_bytes(card_path(target), card_path(weights).read_bytes())
+    return target

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from forgectl.errors import InputError
-from forgectl.pipeline import IMAGE_EXTENSIONS
+from forgectl.intake import IMAGE_EXTENSIONS
 
 MANIFEST_NAME = "MANIFEST.tsv"
 #: Mask file stems tried for an image ``<stem>.<ext>`` in the folder layout, in this order.
@@ -313,7 +313,7 @@ def file_list_sha256(items: list[Item]) -> str:
 
     Two runs with the same value saw byte-identical inputs with the same labels, in the same order.
     """
-    from forgectl.backends.base import sha256_file
+    from forgectl.weights import sha256_file
 
     h = hashlib.sha256()
     for it in items:

@@ -6,7 +6,7 @@ beta = 0.7, beta = 2.0, the paper's grid; plus an undisturbed row that shows wha
 does to an image that needs nothing), the table reports the mean over images of
 ``PSNR(I, D(I))`` and ``SSIM(I, D(I))`` ("unrestored") and ``PSNR(I, R(D(I)))``,
 ``SSIM(I, R(D(I)))`` for each restorer R (the classical baseline, the learned module when its
-weights are given). The disturbances are :func:`forgectl.evaluation.perturb.brightness` and
+weights are given). The disturbances are :func:`forgectl.analysis.disturbance.brightness` and
 ``contrast``, the functions training uses.
 
 Metrics (both on 8-bit RGB, data range 255):
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from forgectl.evaluation.perturb import brightness, contrast
+from forgectl.analysis.disturbance import brightness, contrast
 
 #: The paper's grid, as (label, kind, value); "none" is this table's extra control row.
 SETTINGS: tuple[tuple[str, str, float | None], ...] = (
@@ -137,7 +137,7 @@ class EvalImage:
 def held_out_photos(corpus: Path, count: int, skip: int = 0) -> list[Path]:
     """``count`` photos of the corpus's ``test`` split (never used in training), after the
     first ``skip`` (the table uses 0; other offsets give validation sets apart from it)."""
-    from forgectl.training.synth import list_images, split_sources
+    from forgectl.synth.engine import list_images, split_sources
 
     return split_sources(list_images(Path(corpus)), "test")[skip : skip + count]
 
@@ -154,7 +154,7 @@ def synthetic_set(
     disturbances itself, to these clean images. The rest of the history (JPEG, resampling, ...)
     is the engine's default, so the clean images look like the ones the localizer sees.
     """
-    from forgectl.training.synth import SynthConfig, SynthesisEngine
+    from forgectl.synth.engine import SynthConfig, SynthesisEngine
 
     config = SynthConfig.from_dict({"history": {"disturb_prob": 0.0}})
     engine = SynthesisEngine(photos, seed=seed, config=config)

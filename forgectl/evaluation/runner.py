@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -198,9 +199,9 @@ def _init_worker(
     perturbation: Perturbation | None,
     thresholds: np.ndarray,
 ) -> None:
-    from forgectl import backends
+    from forgectl import registry
 
-    _WORKER["backend"] = backends.load(name, **kwargs)
+    _WORKER["backend"] = registry.load(name, **kwargs)
     _WORKER["memory"] = PeakMemory().start()
     # One untimed pass so lazy imports and first-call set-up are not counted as speed.
     analyze_item(_WORKER["backend"], warm_item, perturbation, thresholds)
@@ -569,3 +570,33 @@ def run_manifest(
         "options": options,
         "methods": methods,
     }
+
+
+def dev_evaluator(
+    method: str, dev: Path, limit: int | None = None, options: dict[str, Any] | None = None
+) -> Callable[[Path], dict[str, Any]]:
+    """``weights file -> metrics`` of ``method`` with those weights on a real dev dataset:
+    what ``forgectl train --dev`` reports at each validation (never used to choose weights).
+    """
+    from forgectl import registry
+    from forgectl.evaluation.datasets import load_dataset
+
+    dataset = load_dataset(dev)
+
+    def evaluate(weights: Path) -> dict[str, Any]:
+        backend = registry.load(method, weights=weights, **(options or {}))
+        summary = evaluate_backend(backend, dataset, limit=limit, n_boot=200)
+        loc, det, aut = summary["localization"], summary["detection"], summary["authentic"]
+        return {
+            "dataset": str(dev),
+            "n": summary["counts"]["evaluated"],
+            "errors": summary["counts"]["errors"],
+            "f1": loc["f1"],
+            "iou": loc["iou"],
+            "pixel_auc": loc["pixel_auc"],
+            "best_threshold_f1": loc["best_threshold_f1"],
+            "image_auc": det["image_auc"],
+            "authentic_fpr": aut["fpr"],
+        }
+
+    return evaluate

@@ -2,7 +2,7 @@
 
 The disturbances (ReConWave-Net, J. Comput. Appl. 2026, 46(6)) act on I in [0, 1]:
 brightness ``I' = clip(I + alpha)`` and contrast ``I' = clip(beta * I)``
-(:func:`forgectl.evaluation.perturb.brightness` / ``contrast``). Data flow::
+(:func:`forgectl.analysis.disturbance.brightness` / ``contrast``). Data flow::
 
     image x (B,3,H,W) in [0,1] --disturbance_features--> thumb (B,3,S,S), stats (B,K)
     DisturbanceClassifier(thumb, stats) -> logits (B,3) [none, brightness, contrast],

@@ -1,1 +1,1 @@
-"""Training: synthetic forgeries, processing histories, losses, augmentations, the trainer."""
+"""Training: the recipe contract, losses, augmentations and the shared trainer."""

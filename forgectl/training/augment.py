@@ -2,7 +2,7 @@
 
 They run in ``Recipe.prepare`` on **numpy arrays, before tensors**: pixels (H, W, 3) uint8 and
 the mask (H, W) bool, so the pixel operations are the very ones the synthetic histories use
-(:mod:`forgectl.training.histories`: libjpeg re-compression, area/linear/cubic resampling with a
+(:mod:`forgectl.synth.histories`: libjpeg re-compression, area/linear/cubic resampling with a
 mask that follows, Gaussian blur) and every augmentation is recorded as a replayable step.
 :func:`augment` returns float32 pixels on the 0-255 scale because DNA's deviations are far below
 one grey level and would vanish if rounded back to uint8.
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from forgectl.training import histories
-from forgectl.training.histories import Step
+from forgectl.synth import histories
+from forgectl.synth.histories import Step
 
 #: Per-channel RGB deviation of DNA on the [0, 1] scale (ImageNet mean - MUN's data mean).
 DNA_DEVIATION: tuple[float, float, float] = (0.485 - 0.459, 0.456 - 0.448, 0.406 - 0.409)
@@ -130,7 +130,7 @@ def plan(rng: np.random.Generator, cfg: AugmentConfig, shape: tuple[int, int]) -
         shape: (H, W) of the image, so a resize keeps the short side >= ``cfg.min_side``.
 
     Returns:
-        Replayable steps for :func:`forgectl.training.histories.apply_steps`.
+        Replayable steps for :func:`forgectl.synth.histories.apply_steps`.
     """
     steps: list[Step] = []
     if rng.random() < cfg.resize_prob:

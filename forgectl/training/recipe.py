@@ -1,9 +1,9 @@
 """The contract between the shared trainer and each learned method.
 
-A learned backend module ``forgectl/backends/<name>.py`` exposes ``training_recipe() -> Recipe``
-(imported lazily: backend modules never import torch at module level). The trainer
-(``forgectl.training.trainer``) is method-agnostic: it asks the recipe for a model, turns
-synthetic samples into tensors with it, and calls its loss. Configs are plain data
+Each learned method has a recipe module ``forgectl/recipes/<name>.py`` exposing
+``recipe() -> Recipe``; the registry names it. The trainer (``forgectl.training.trainer``) is
+method-agnostic and is handed the recipe: it asks it for a model, turns synthetic samples
+into tensors with it, and calls its loss. Configs are plain data
 (``dict``) so they go verbatim into the model card.
 
 Data flow::
@@ -15,51 +15,14 @@ Data flow::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from forgectl.synth.sample import SynthSample
+
 if TYPE_CHECKING:  # torch stays out of import time
     import torch
-
-    from forgectl.intake import ForensicImage
-
-
-@dataclass
-class SynthSample:
-    """One synthetic training or test sample, forged or authentic.
-
-    Attributes:
-        image: the final file decoded by :func:`forgectl.intake.image_from_bytes`: pixels (H, W, 3)
-            uint8 and, when the history ends in JPEG, the real DCT coefficients and tables.
-        file_bytes: the final encoded file (real JPEG bytes when the history ends in JPEG).
-        file_ext: ``".jpg"`` or ``".png"``.
-        mask: (H, W) uint8, 1 = manipulated, 0 = pristine (all zeros for authentic samples).
-        boxes: (N, 4) float32 ``x0, y0, x1, y1`` (pixels, exclusive end) of the mask's
-            connected components; (0, 4) when the mask is empty.
-        kind: ``"splice"``, ``"copymove"``, ``"removal"`` or ``"authentic"``.
-        history: ordered list of processing steps, each a JSON-ready dict (``{"op": "jpeg",
-            "quality": 85, "grid_shift": [0, 0]}``, ``{"op": "resize", "scale": 0.8}``, ...).
-        disturbance: the global brightness/contrast disturbance applied last, as in
-            ReConWave-Net: ``{"type": "none"|"brightness"|"contrast", "alpha": float|None,
-            "beta": float|None}``; ``clean_rgb`` holds the image before it.
-        clean_rgb: (H, W, 3) uint8 image before the disturbance (None when none was applied).
-        source: corpus path(s) the sample was made from (for the data recipe).
-        seed: the seed that reproduces this sample.
-    """
-
-    image: ForensicImage
-    file_bytes: bytes
-    file_ext: str
-    mask: np.ndarray
-    boxes: np.ndarray
-    kind: str
-    history: list[dict[str, Any]] = field(default_factory=list)
-    disturbance: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
-    clean_rgb: np.ndarray | None = None
-    source: list[str] = field(default_factory=list)
-    seed: int = 0
 
 
 class Recipe:

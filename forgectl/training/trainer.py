@@ -47,10 +47,13 @@ import numpy as np
 import torch
 
 from forgectl import __version__
-from forgectl.backends.base import sha256_file
 from forgectl.errors import ForgectlError, UsageError, WeightsError
-from forgectl.outputs import to_json, write_bytes, write_json
-from forgectl.training.recipe import Recipe, SynthSample
+from forgectl.outputs import to_json, write_json
+from forgectl.synth.sample import SynthSample
+from forgectl.training.recipe import Recipe
+from forgectl.weights import read_tensors as load_tensors
+from forgectl.weights import sha256_file
+from forgectl.weights import write_tensors as save_tensors
 
 CHECKPOINT_FORMAT = "forgectl.checkpoint/1"
 WEIGHTS_FORMAT = "forgectl.weights/1"
@@ -81,39 +84,7 @@ class SampleSource(Protocol):
     def sample(self, index: int) -> SynthSample: ...
 
 
-# --------------------------------------------------------------------------- recipes
-
-
-def trainable_methods() -> list[str]:
-    """Registered methods whose backend module exposes ``training_recipe()``."""
-    import sys
-
-    from forgectl import backends
-
-    names = []
-    for name in backends.available():
-        module = sys.modules[backends.get_class(name).__module__]
-        if hasattr(module, "training_recipe"):
-            names.append(name)
-    return names
-
-
-def load_recipe(method: str) -> Recipe:
-    """The :class:`Recipe` of a registered method.
-
-    Raises:
-        UsageError: unknown method, or a method that cannot be trained.
-    """
-    import sys
-
-    from forgectl import backends
-
-    cls = backends.get_class(method)  # UsageError for unknown names
-    factory = getattr(sys.modules[cls.__module__], "training_recipe", None)
-    if factory is None:
-        known = ", ".join(trainable_methods()) or "none yet"
-        raise UsageError(f"method {method!r} cannot be trained (trainable methods: {known})")
-    return factory()
+# --------------------------------------------------------------------------- configs
 
 
 def run_config(
@@ -197,8 +168,9 @@ class RunOptions:
         resume: continue from ``run_dir/checkpoint.json``.
         val_every, ckpt_every: in steps (0 = only at the end).
         val_samples: size of the fixed synthetic validation set.
-        dev, dev_limit: a real dev dataset folder evaluated with the benchmark runner at each
-            validation (reported, never used to choose weights), and how many items.
+        dev: a real dev dataset folder, recorded in the log; the evaluation itself is the
+            ``dev_evaluator`` handed to the :class:`Trainer` (reported, never used to choose
+            weights). dev_limit: how many of its items are evaluated.
         dtype: of the shipped weights (``float32`` or ``float16``; checkpoints stay float32).
         best_metric: one of :data:`BEST_METRICS`. ship: ``best`` or ``last`` weights.
         progress: show a progress bar (stderr). keep_checkpoints: tensor files kept.
@@ -323,24 +295,6 @@ def model_tensors(
     return out
 
 
-def save_tensors(
-    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> None:
-    """Write a safetensors file atomically."""
-    from safetensors.torch import save
-
-    write_bytes(path, save(tensors, metadata=metadata))
-
-
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for malformed files
-        raise WeightsError(f"cannot read {path}: {exc}") from exc
-
-
 def _flatten_optimizer(
     optimizer: torch.optim.Optimizer,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -424,6 +378,9 @@ class Trainer:
         data: training and validation sample sources and their description.
         options: run options.
         on_step: called after every step with ``(step, record)`` (tests use it to interrupt).
+        dev_evaluator: ``weights file -> metrics`` on a real dev set (with ``options.dev``):
+            the caller builds it (the benchmark runner on the method's backend), so the trainer
+            needs neither the registry nor the evaluation code.
     """
 
     def __init__(
@@ -434,8 +391,10 @@ class Trainer:
         data: TrainData,
         options: RunOptions,
         on_step: Callable[[int, dict[str, Any]], None] | None = None,
+        dev_evaluator: Callable[[Path], dict[str, Any]] | None = None,
     ) -> None:
         self.recipe = recipe
+        self.dev_evaluator = dev_evaluator
         self.method = recipe.name
         self.config_name = config_name
         self.config = config
@@ -594,7 +553,7 @@ class Trainer:
     def validate(self) -> dict[str, Any] | None:
         """Synthetic validation (and the dev set when given); updates the best weights."""
         batches = self._prepare_val()
-        if not batches and self.opt.dev is None:
+        if not batches and self.dev_evaluator is None:
             return None
         record: dict[str, Any] = {"step": self.step}
         if batches:
@@ -621,7 +580,7 @@ class Trainer:
             self.model.train()
             for key, value in _validation_metrics(probs, masks, losses).items():
                 record[f"val_{key}"] = value
-        if self.opt.dev is not None:
+        if self.dev_evaluator is not None:
             for key, value in self._dev_metrics().items():
                 record[f"dev_{key}"] = value
         self.history.append(record)
@@ -645,31 +604,14 @@ class Trainer:
         return record
 
     def _dev_metrics(self) -> dict[str, Any]:
-        """The current weights through the real backend and the benchmark runner."""
-        from forgectl import backends
-        from forgectl.evaluation.datasets import load_dataset
-        from forgectl.evaluation.runner import evaluate_backend
-
-        dataset = load_dataset(self.opt.dev)
+        """The current weights through the caller's dev evaluator (a temporary weights file
+        with a model card, as a shipped file would be)."""
+        assert self.dev_evaluator is not None
         with tempfile.TemporaryDirectory(prefix=".dev-", dir=self.run_dir) as tmp:
             weights = Path(tmp) / f"{self.method}-{self.config_name}.safetensors"
             save_tensors(weights, model_tensors(self.model), {"format": WEIGHTS_FORMAT})
             write_json(weights.with_suffix(".json"), self._card_head())
-            options = self.recipe.dev_backend_options(self.config)
-            backend = backends.load(self.method, weights=weights, **options)
-            summary = evaluate_backend(backend, dataset, limit=self.opt.dev_limit, n_boot=200)
-        loc, det, aut = summary["localization"], summary["detection"], summary["authentic"]
-        return {
-            "dataset": str(self.opt.dev),
-            "n": summary["counts"]["evaluated"],
-            "errors": summary["counts"]["errors"],
-            "f1": loc["f1"],
-            "iou": loc["iou"],
-            "pixel_auc": loc["pixel_auc"],
-            "best_threshold_f1": loc["best_threshold_f1"],
-            "image_auc": det["image_auc"],
-            "authentic_fpr": aut["fpr"],
-        }
+            return self.dev_evaluator(weights)
 
     # ----------------------------------------------------------------- the loop
 
@@ -973,7 +915,7 @@ def corpus_data(
     recipe sets one; ``kinds`` restricts the sample kinds. Validation uses the ``val`` split of
     the photos (disjoint from training by file name).
     """
-    from forgectl.training.synth import SynthConfig, SynthesisEngine, list_images, split_sources
+    from forgectl.synth.engine import SynthConfig, SynthesisEngine, list_images, split_sources
 
     paths: list[Path] = []
     for folder in folders:
@@ -1024,15 +966,17 @@ def corpus_data(
 
 
 def train(
-    method: str,
+    recipe: Recipe,
     config_name: str,
     images: list[Path],
     options: RunOptions,
     overrides: dict[str, Any] | None = None,
     kinds: list[str] | None = None,
+    dev_evaluator: Callable[[Path], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``forgectl train``: look up the recipe, build the data, run, ship."""
-    recipe = load_recipe(method)
+    """``forgectl train``: build the data from the corpus, run the recipe, write the weights
+    and card into ``options.out_dir``."""
     config = run_config(recipe, config_name, overrides)
     data = corpus_data(images, config, options.seed, kinds)
-    return Trainer(recipe, config_name, config, data, options).run()
+    return Trainer(recipe, config_name, config, data, options,
+                   dev_evaluator=dev_evaluator).run()

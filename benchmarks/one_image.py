@@ -2,7 +2,7 @@
 
 Run it under ``/usr/bin/time -v`` to get the process's peak RSS too::
 
-    /usr/bin/time -v .venv/bin/python scripts/bench_one_image.py METHOD IMAGE
+    /usr/bin/time -v .venv/bin/python benchmarks/one_image.py METHOD IMAGE
 
 Single-threaded OpenCV so figures do not depend on other jobs' core use.
 """
@@ -24,12 +24,12 @@ def _peak_mb() -> float:
 def main() -> None:
     import cv2
 
-    from forgectl import backends
+    from forgectl import registry
     from forgectl.intake import load_image
 
     cv2.setNumThreads(1)
     method, path = sys.argv[1], sys.argv[2]
-    backend = backends.load(method)
+    backend = registry.load(method)
     imported = _peak_mb()
     image = load_image(path)
     loaded = _peak_mb()

@@ -5,7 +5,7 @@ of an all-ones mask for context, the per-image best of 19 thresholds (an optimis
 the flagged fraction and image-level AUC on the first N authentic images. For the full,
 stratified numbers use ``forgectl benchmark``. Usage::
 
-    .venv/bin/python scripts/eval_casia_first_n.py METHOD [N] [-p KEY=VALUE ...]
+    .venv/bin/python benchmarks/casia_first_n.py METHOD [N] [-p KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.commands.localize import parse_params
 from forgectl.evaluation.metrics import image_auc, pixel_scores
 from forgectl.intake import load_image
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("-p", "--param", action="append", default=[])
     parser.add_argument("--casia", type=Path, default=CASIA)
     args = parser.parse_args()
-    backend = backends.load(args.method, **parse_params(args.param))
+    backend = registry.load(args.method, **parse_params(args.param))
 
     f1, ones, best, scores, flagged = [], [], [], [], []
     start = time.perf_counter()

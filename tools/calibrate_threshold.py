@@ -12,7 +12,7 @@ records the shift, where it was chosen and the file's new sha256.
 
 Usage::
 
-    .venv/bin/python scripts/calibrate_threshold.py WEIGHTS.safetensors \\
+    .venv/bin/python tools/calibrate_threshold.py WEIGHTS.safetensors \\
         --report BENCH/report.json --method omni [--bias-key decoder.classifier.bias]
 """
 
@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def best_threshold(report: Path, method: str) -> tuple[float, dict]:
@@ -45,9 +42,9 @@ def _dataset_of(report: Path) -> dict:
 def main() -> None:
     from safetensors.torch import load_file
 
-    from forgectl.backends.base import sha256_file
     from forgectl.outputs import write_json
     from forgectl.training.trainer import WEIGHTS_FORMAT, save_tensors
+    from forgectl.weights import sha256_file
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights", type=Path)

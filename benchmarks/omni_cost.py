@@ -2,12 +2,12 @@
 
 Usage::
 
-    .venv/bin/python scripts/bench_omni.py params
-    .venv/bin/python scripts/bench_omni.py train-step [--threads 2] [--box-head dense|rcnn]
+    .venv/bin/python benchmarks/omni_cost.py params
+    .venv/bin/python benchmarks/omni_cost.py train-step [--threads 2] [--box-head dense|rcnn]
         [--config tiny|tiny-scratch]
-    .venv/bin/python scripts/bench_omni.py box-heads --threads 1
-    .venv/bin/python scripts/bench_omni.py infer --height 256 --width 384 [--threads 2]
-    .venv/bin/python scripts/bench_omni.py infer --height 3000 --width 4000 --repeats 1
+    .venv/bin/python benchmarks/omni_cost.py box-heads --threads 1
+    .venv/bin/python benchmarks/omni_cost.py infer --height 256 --width 384 [--threads 2]
+    .venv/bin/python benchmarks/omni_cost.py infer --height 3000 --width 4000 --repeats 1
 
 ``infer`` runs the real backend (tiling, gate pass, blending) with a randomly initialised tiny
 model (speed does not depend on the weights) on a synthetic photo-like JPEG, and prints the
@@ -22,14 +22,11 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def params() -> dict:
@@ -127,8 +124,9 @@ def infer(height: int, width: int, threads: int, repeats: int, tile: int, overla
     import torch
     from safetensors.torch import save_file
 
-    from forgectl.backends.omni import OmniBackend, training_recipe
+    from forgectl.backends.omni import OmniBackend
     from forgectl.nets.omni import OmniIML
+    from forgectl.recipes.omni import recipe as training_recipe
 
     config = training_recipe().configs["tiny"]
     torch.manual_seed(0)

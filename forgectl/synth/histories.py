@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from forgectl.analysis.disturbance import brightness, contrast, gaussian_noise
 from forgectl.errors import UsageError
-from forgectl.evaluation.perturb import brightness, contrast, gaussian_noise
 from forgectl.intake import encode_jpeg
 
 Step = dict[str, Any]

@@ -5,7 +5,7 @@ A dog cut from one CC-BY-4.0 photo is pasted into another CC-BY-4.0 photo by the
 saved at JPEG q=80, object cut with GrabCut, colour-matched, pasted, whole saved at q=92, so
 the background is double-compressed and the object is not. Run from the repo root:
 
-    python scripts/make_example.py ../shared/corpus
+    python tools/make_example.py ../shared/corpus
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ Pure numpy: used by training recipes (random crops) and by backends (tiled infer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,29 +137,69 @@ def plan_tiles(height: int, width: int, tile: int = 512, overlap: int = 64,
 
 
 class BlendAccumulator:
-    """Weighted average of overlapping tile predictions on the padded canvas (float32)."""
+    """Weighted average of overlapping tile predictions on the padded canvas (float32).
 
-    def __init__(self, plan: TilePlan) -> None:
+    Predictions are ``(h, w)`` maps or ``(C, h, w)`` stacks (feature maps) at ``stride``: a
+    tile's prediction covers its window divided by the stride (tile origins are on the 8-pixel
+    grid, so any stride dividing 8 keeps them whole).
+    """
+
+    def __init__(self, plan: TilePlan, channels: int | None = None, stride: int = 1) -> None:
+        if GRID % stride:
+            raise ValueError(f"stride must divide {GRID}, got {stride}")
         self.plan = plan
-        self.total = np.zeros((plan.padded_height, plan.padded_width), np.float32)
-        self.weight = np.zeros_like(self.total)
+        self.stride = stride
+        size = (plan.padded_height // stride, plan.padded_width // stride)
+        self.total = np.zeros(size if channels is None else (channels, *size), np.float32)
+        self.weight = np.zeros(size, np.float32)
         self._window: np.ndarray | None = None
 
     def add(self, tile: Tile, values: np.ndarray) -> None:
-        """Accumulate a (tile.height, tile.width) prediction."""
-        if values.shape != (tile.height, tile.width):
-            raise ValueError(f"tile prediction {values.shape} != {(tile.height, tile.width)}")
+        """Accumulate a tile's prediction: (tile.height, tile.width) / stride, with a leading
+        channel axis when the accumulator has one."""
+        s = self.stride
+        shape = (tile.height // s, tile.width // s)
+        if values.shape[-2:] != shape or values.ndim != self.total.ndim:
+            raise ValueError(f"tile prediction {values.shape} does not fit {shape}")
         if self.plan.single:
-            window = np.ones_like(values, dtype=np.float32)
+            window = np.ones(shape, dtype=np.float32)
         else:
-            if self._window is None or self._window.shape != values.shape:
-                self._window = blend_window(tile.height, tile.width, self.plan.ramp)
+            if self._window is None or self._window.shape != shape:
+                self._window = blend_window(*shape, self.plan.ramp // s)
             window = self._window
-        sl = (slice(tile.y0, tile.y0 + tile.height), slice(tile.x0, tile.x0 + tile.width))
-        self.total[sl] += values * window
+        sl = (slice(tile.y0 // s, tile.y0 // s + shape[0]),
+              slice(tile.x0 // s, tile.x0 // s + shape[1]))
+        self.total[(..., *sl)] += values * window
         self.weight[sl] += window
 
     def result(self) -> np.ndarray:
-        """(height, width) blended map, cropped back to the image."""
+        """The blended map(s), cropped back to the image (``ceil(size / stride)``)."""
         out = self.total / np.maximum(self.weight, 1e-12)
-        return out[: self.plan.height, : self.plan.width]
+        s = self.stride
+        return out[..., : -(-self.plan.height // s), : -(-self.plan.width // s)]
+
+
+def blend_tiles(
+    plan: TilePlan,
+    predict: Callable[[Tile], np.ndarray | None],
+    channels: int | None = None,
+    stride: int = 1,
+) -> np.ndarray:
+    """Run ``predict`` on every tile of ``plan`` and blend: the one tiling loop.
+
+    Args:
+        plan: from :func:`plan_tiles`.
+        predict: a tile -> its (h, w) (or (C, h, w)) prediction at ``stride``, or None to
+            skip a tile whose output the caller will not use (its pixels stay 0).
+        channels: C for stacked predictions, None for single maps.
+        stride: output stride of the predictions.
+
+    Returns:
+        (H', W') or (C, H', W') float32 with ``H' = ceil(height / stride)``.
+    """
+    acc = BlendAccumulator(plan, channels, stride)
+    for tile in plan.tiles:
+        values = predict(tile)
+        if values is not None:
+            acc.add(tile, values)
+    return acc.result()

@@ -11,7 +11,7 @@ photo; the engine's own disturbance is switched off in ``synth``) is the clean t
 recipe draws the disturbance itself from ``config["disturb"]``: none with ``none_prob``, else
 brightness ``alpha = +-U(0.2, 0.6)`` or contrast ``beta`` from U(0.6, 0.8) or U(1.5, 2.2)
 (equal odds) — continuous ranges around the paper's grid (alpha +-0.5, beta 0.7 and 2.0) —
-using :func:`forgectl.evaluation.perturb.brightness` / ``contrast`` (the formulas the benchmark
+using :func:`forgectl.analysis.disturbance.brightness` / ``contrast`` (the formulas the benchmark
 uses). The classifier reads the whole disturbed image (thumbnail + statistics); the restorer a
 ``crop`` window. With probability ``teacher_prob`` the restorer is conditioned on the true
 disturbance, otherwise on the classifier's (detached) prediction, so it learns both to use the
@@ -43,9 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from forgectl.analysis.disturbance import brightness, clipped_values, contrast
 from forgectl.errors import UsageError
-from forgectl.evaluation.perturb import brightness, clipped_values, contrast
 from forgectl.training.recipe import Recipe, SynthSample
+from forgectl.weights import load_shipped_part
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +80,7 @@ def _grid_crop(
 ) -> tuple[slice, slice]:
     """A ``crop x crop`` window on the 8x8 grid, containing a manipulated pixel with
     probability ``focus_prob`` when there is one."""
-    from forgectl.nets.tiling import random_grid_origin
+    from forgectl.tiling import random_grid_origin
 
     focus_y = focus_x = None
     if mask is not None and mask.any() and rng.random() < focus_prob:
@@ -204,15 +205,11 @@ class RestorationRecipe(Recipe):
         }
 
     def build_model(self, config: dict[str, Any]) -> torch.nn.Module:
-        from forgectl.backends.base import WEIGHTS_DIR, load_checked_state
         from forgectl.nets.restoration import RestorationNet
 
         model = RestorationNet(config["model"])
         if config.get("init_weights"):
-            path = WEIGHTS_DIR / str(config["init_weights"])
-            if not path.is_file():
-                raise UsageError(f"init_weights: {path} not found")
-            load_checked_state(model, path)
+            load_shipped_part(model, str(config["init_weights"]))
         return model
 
     def prepare(
@@ -221,7 +218,7 @@ class RestorationRecipe(Recipe):
         import torch
 
         from forgectl.nets.restoration import DISTURBANCE_CLASSES, disturbance_features
-        from forgectl.nets.tiling import pad_to
+        from forgectl.tiling import pad_to
 
         crop = int(config["crop"])
         # A sample disturbed by the engine anyway (a config override) still gives a clean pair.
@@ -408,26 +405,9 @@ def load_encoder_init(model: torch.nn.Module, weights_name: str) -> None:
     """Start ``model.encoder`` from the ``encoder.*`` tensors of a shipped weights file.
 
     Why: forgectl's ``omni-tiny`` encoder is the same EfficientNet-Lite0, already trained here
-    on synthetic forgeries; starting from it instead of ImageNet saves CPU hours. Raises
-    :class:`UsageError` when the file is missing or its encoder does not fit.
+    on synthetic forgeries; starting from it instead of ImageNet saves CPU hours.
     """
-    from safetensors.torch import load_file
-
-    from forgectl.backends.base import WEIGHTS_DIR
-
-    path = WEIGHTS_DIR / weights_name
-    if not path.is_file():
-        raise UsageError(f"encoder_init: {path} not found")
-    prefix = "encoder."
-    state = {
-        k[len(prefix) :]: v.float() if v.is_floating_point() else v
-        for k, v in load_file(str(path)).items()
-        if k.startswith(prefix)
-    }
-    own = model.encoder.state_dict()
-    if set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
-        raise UsageError(f"encoder_init: the encoder in {path.name} does not fit this model")
-    model.encoder.load_state_dict(state, strict=True)
+    load_shipped_part(model.encoder, weights_name, "encoder.")
 
 
 def _localize_config(name: str, training: dict[str, Any]) -> dict[str, Any]:
@@ -503,7 +483,7 @@ class LocalizerRecipe(Recipe):
     ) -> dict[str, Any]:
         import torch
 
-        from forgectl.nets.tiling import pad_to
+        from forgectl.tiling import pad_to
 
         crop = int(config["crop"])
         if crop % MULTIPLE:
@@ -592,6 +572,6 @@ class ReConWaveRecipe(Recipe):
         return self.stages[stage].predict(model, batch)
 
 
-def training_recipe() -> Recipe:
-    """The recipe the shared trainer would use for ``forgectl train --method reconwave``."""
+def recipe() -> Recipe:
+    """The recipe ``forgectl train --method reconwave`` uses."""
     return ReConWaveRecipe()

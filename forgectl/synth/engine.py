@@ -24,7 +24,7 @@ How one sample is made (see ``docs/SYNTH.md`` for the data recipe):
 
 3. **History** after the edit (resample, blur, noise, extra JPEG), a global brightness or
    contrast disturbance (ReConWave-Net), and the save: real JPEG bytes (single or double,
-   aligned or shifted grid) or PNG. See :mod:`forgectl.training.histories`.
+   aligned or shifted grid) or PNG. See :mod:`forgectl.synth.histories`.
 
 The mask is 1 where the manipulation changed pixels (the pasted object where its blend weight
 is at least 0.5, the copy-move target, the inpainted region) on the final grid of the file.
@@ -47,9 +47,9 @@ import numpy as np
 
 from forgectl.errors import InputError, UsageError
 from forgectl.intake import DEFAULT_MAX_PIXELS, estimate_ijg_quality, image_from_bytes
-from forgectl.training import histories, regions
-from forgectl.training.histories import HistoryConfig, Step
-from forgectl.training.recipe import SynthSample
+from forgectl.synth import histories, regions
+from forgectl.synth.histories import HistoryConfig, Step
+from forgectl.synth.sample import SynthSample
 
 #: Sample kinds, as in :attr:`SynthSample.kind`.
 KINDS = ("splice", "copymove", "removal", "authentic")
@@ -227,7 +227,7 @@ class SynthConfig:
         source_max_side: sources are reduced to this long side when decoded (cached).
         cache_size: decoded sources kept in memory (LRU).
         shapes: weights of region shapes; ``"object"`` is a GrabCut object (a blob when the
-            photo has none), the others are :data:`forgectl.training.regions.SHAPES`.
+            photo has none), the others are :data:`forgectl.synth.regions.SHAPES`.
         salient_shape_prob: a random shape is centred on a point drawn from the saliency map
             (else anywhere).
         area_range: forged area as a fraction of the image (splice, copy-move), log-uniform.
@@ -1095,7 +1095,7 @@ def write_dataset(
     write_json(
         out_dir / "synth.json",
         {
-            "generator": "forgectl.training.synth",
+            "generator": "forgectl.synth.engine",
             "seed": engine.seed,
             "start": start,
             "n": n,

@@ -6,7 +6,7 @@ about 0.67 for a perfect copy-move localization. The script also reports recall 
 region, the detection rate, and the score distribution on the first N authentic images (sorted
 by name). Usage::
 
-    .venv/bin/python scripts/eval_copymove_casia.py [CASIA_DIR] [--authentic 30]
+    .venv/bin/python benchmarks/copymove_casia.py [CASIA_DIR] [--authentic 30]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from forgectl import backends
+from forgectl import registry
 from forgectl.evaluation.metrics import pixel_scores
 from forgectl.intake import load_image
 
@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.casia)
     cv2.setNumThreads(1)
-    backend = backends.load("copymove")
+    backend = registry.load("copymove")
 
     rows = []
     start = time.time()
