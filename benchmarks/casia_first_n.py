@@ -19,7 +19,7 @@ from PIL import Image
 
 from forgectl import registry
 from forgectl.commands.localize import parse_params
-from forgectl.evaluation.metrics import image_auc, pixel_scores
+from forgectl.metrics import image_auc, pixel_scores
 from forgectl.intake import load_image
 
 CASIA = Path(__file__).resolve().parents[2] / "shared" / "bench" / "casia1-dev"

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from forgectl import registry
-from forgectl.evaluation.metrics import pixel_scores
+from forgectl.metrics import pixel_scores
 from forgectl.intake import load_image
 
 

@@ -55,6 +55,25 @@ def random_grid_origin(size: int, crop: int, rng: np.random.Generator,
     return GRID * int(rng.integers(lo, hi + 1))
 
 
+def focused_crop_origin(mask: np.ndarray, crop: int, rng: np.random.Generator,
+                        focus_prob: float) -> tuple[int, int]:
+    """A training crop's start ``(y0, x0)`` on the 8-pixel grid of an image with this mask.
+
+    With probability ``focus_prob`` (when the mask marks any pixel) the crop contains a
+    manipulated pixel drawn at random, so small regions are seen; otherwise it is uniform.
+
+    Args:
+        mask: (H, W), non-zero = manipulated. crop: crop side in pixels.
+    """
+    focus_y = focus_x = None
+    if mask.any() and rng.random() < focus_prob:
+        ys, xs = np.nonzero(mask)
+        pick = int(rng.integers(len(ys)))
+        focus_y, focus_x = int(ys[pick]), int(xs[pick])
+    return (random_grid_origin(mask.shape[0], crop, rng, focus_y),
+            random_grid_origin(mask.shape[1], crop, rng, focus_x))
+
+
 def tile_origins(size: int, tile: int, overlap: int, align: int = GRID) -> list[int]:
     """Tile starts along one axis covering ``[0, size)``; ``size`` must be >= ``tile``.
 

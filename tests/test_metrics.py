@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forgectl.evaluation import metrics as M
+from forgectl import metrics as M
 
 
 def test_pixel_scores_hand_case():

@@ -271,6 +271,13 @@ class LearnedBackend(Backend):
 
         return run
 
+    def parity_output(self, image: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """What ``forgectl export`` compares between PyTorch and the exported file: the
+        heatmap (and facts) by default; methods that decide after the network (clustering)
+        compare the network's blended output instead."""
+        result = self.localize(image)
+        return result.heatmap, result.facts
+
     # ------------------------------------------------------------------ tiling
 
     def plan(self, height: int, width: int) -> TilePlan:

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from forgectl import __version__
+from forgectl import metrics as M
 from forgectl.backends.base import Backend
 from forgectl.errors import ForgectlError, InputError
-from forgectl.evaluation import metrics as M
 from forgectl.evaluation.datasets import Dataset, Item, file_list_sha256, load_mask
 from forgectl.evaluation.perturb import Perturbation
 from forgectl.intake import load_image

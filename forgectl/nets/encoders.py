@@ -231,3 +231,7 @@ def _register_convnext(name: str) -> None:
 for _name in ("convnextv2_atto", "convnextv2_femto", "convnextv2_pico", "convnext_tiny",
               "convnext_base"):
     _register_convnext(_name)
+
+# MUN's published backbone (both streams), random init like the other ConvNeXt entries.
+if "convnextv2_base" not in _ENCODERS:
+    _register_convnext("convnextv2_base")

@@ -74,7 +74,7 @@ class OmniRecipe(Recipe):
 
         from forgectl.nets.encoders import encoder_entry
         from forgectl.nets.frequency import flip_blocks
-        from forgectl.tiling import pad_to, random_grid_origin
+        from forgectl.tiling import focused_crop_origin, pad_to
 
         crop = int(config["crop"])
         if crop % MULTIPLE:
@@ -83,13 +83,7 @@ class OmniRecipe(Recipe):
         image = sample.image
         idx, qtable, has_jpeg = dct_planes(image, int(model_cfg["frequency"]["clip"]))
         mask = (np.asarray(sample.mask) > 0).astype(np.uint8)
-        focus_y = focus_x = None
-        if mask.any() and rng.random() < float(config.get("focus_prob", 0.0)):
-            ys, xs = np.nonzero(mask)
-            pick = int(rng.integers(len(ys)))
-            focus_y, focus_x = int(ys[pick]), int(xs[pick])
-        y0 = random_grid_origin(image.height, crop, rng, focus_y)
-        x0 = random_grid_origin(image.width, crop, rng, focus_x)
+        y0, x0 = focused_crop_origin(mask, crop, rng, float(config.get("focus_prob", 0.0)))
         win = (slice(y0, y0 + crop), slice(x0, x0 + crop))
         rgb = pad_to(image.rgb[win], crop, crop)
         mask = pad_to(mask[win], crop, crop)

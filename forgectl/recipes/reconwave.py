@@ -80,15 +80,11 @@ def _grid_crop(
 ) -> tuple[slice, slice]:
     """A ``crop x crop`` window on the 8x8 grid, containing a manipulated pixel with
     probability ``focus_prob`` when there is one."""
-    from forgectl.tiling import random_grid_origin
+    from forgectl.tiling import focused_crop_origin
 
-    focus_y = focus_x = None
-    if mask is not None and mask.any() and rng.random() < focus_prob:
-        ys, xs = np.nonzero(mask)
-        pick = int(rng.integers(len(ys)))
-        focus_y, focus_x = int(ys[pick]), int(xs[pick])
-    y0 = random_grid_origin(shape[0], crop, rng, focus_y)
-    x0 = random_grid_origin(shape[1], crop, rng, focus_x)
+    if mask is None:  # no manipulated pixel to aim at (restoration samples)
+        mask = np.zeros(shape, np.uint8)
+    y0, x0 = focused_crop_origin(mask, crop, rng, focus_prob)
     return slice(y0, y0 + crop), slice(x0, x0 + crop)
 
 

@@ -12,8 +12,6 @@ global RNG, which is reseeded right before each call.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 #: Shapes :func:`random_shape` draws; ``"object"`` (a GrabCut object) is handled by the caller.
@@ -222,9 +220,3 @@ def mask_boxes(mask: np.ndarray) -> np.ndarray:
     x, y = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
     bw, bh = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
     return np.stack([x, y, x + bw, y + bh], axis=1).astype(np.float32)
-
-
-def describe_shape(mask: np.ndarray) -> dict[str, Any]:
-    """Area fraction and component count of a mask (for labels)."""
-    m = np.asarray(mask) > 0
-    return {"area_fraction": round(float(m.mean()), 5), "components": int(len(mask_boxes(m)))}

@@ -336,7 +336,7 @@ def _validation_metrics(
     """Pixel metrics at threshold 0.5, per image then averaged, as the benchmark does:
     localization figures over images with a manipulated region, false-positive rate over
     authentic ones."""
-    from forgectl.evaluation import metrics as M
+    from forgectl import metrics as M
 
     f1, iou, aucs, fpr = [], [], [], []
     for prob, gt in zip(probs, masks, strict=True):

@@ -1,0 +1,33 @@
+"""Refactors keep results: omni and reconwave give byte-identical masks (scores within 1e-6)
+on a sample of casia1-dev, against outputs recorded before the learned-method framework
+(tests/data/reference_outputs.json). Skipped without ../shared."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, invoke
+
+REFERENCE = json.loads((REPO / "tests" / "data" / "reference_outputs.json").read_text())
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("method", sorted(REFERENCE["items"]))
+def test_masks_and_scores_unchanged(method, casia_dir, tmp_path, monkeypatch):
+    # As recorded: two compute threads (float sums, hence the 6th decimal, depend on it).
+    monkeypatch.setenv("FORGECTL_THREADS", "2")
+    items = REFERENCE["items"][method]
+    result = invoke(["localize", *(casia_dir / rel for rel in items), "-m", method,
+                     "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    for rel, expected in items.items():
+        # Outputs mirror the inputs' paths below their common folder.
+        stem = tmp_path / Path(rel).with_suffix("")
+        mask = stem.with_name(stem.name + ".mask.png").read_bytes()
+        assert hashlib.sha256(mask).hexdigest() == expected["mask_sha256"], rel
+        score = json.loads(stem.with_name(stem.name + ".json").read_text())["score"]
+        assert abs(score - expected["score"]) <= 1e-6, rel
