@@ -33,6 +33,7 @@ from forgectl.backends.base import Backend
 from forgectl.backends.learned import ExportGraph, OnnxRunner, TileRunner
 from forgectl.errors import ForgectlError, UsageError
 from forgectl.intake import ForensicImage, image_from_array
+from forgectl.synth.scenes import natural_image
 
 if TYPE_CHECKING:
     import torch
@@ -76,26 +77,6 @@ class ExportReport:
 # ---------------------------------------------------------------------- sample images
 
 
-def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A photo-like (H, W, 3) uint8 image: smooth shading, soft blobs, mild noise.
-
-    Parity needs inputs whose JPEG coefficients and gate behave as on photos, and export must
-    work without any image files, so they are made here.
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.zeros((height, width, 3), np.float32)
-    for c in range(3):
-        img[:, :, c] = 100 + 60 * np.sin(xx / (19 + 6 * c) + c) * np.cos(yy / (29 + 4 * c))
-    for _ in range(10):
-        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        r = rng.uniform(6, max(10, min(height, width) / 5))
-        img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[:, :, None] * rng.uniform(
-            -60, 60, 3)
-    img += rng.normal(0, 3.0, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
 def sample_images(sizes: Sequence[tuple[int, int, int | None]] | None = None
                   ) -> list[ForensicImage]:
     """Synthetic parity inputs (default :data:`SAMPLES`): real JPEGs (true DCT coefficients
@@ -104,7 +85,7 @@ def sample_images(sizes: Sequence[tuple[int, int, int | None]] | None = None
     images = []
     for i, (h, w, quality) in enumerate(sizes):
         kind = f"q{quality}.jpg" if quality else "png"
-        images.append(image_from_array(synthetic_photo(h, w, seed=i), name=f"sample{i}-{h}x{w}-"
+        images.append(image_from_array(natural_image(h, w, seed=i), name=f"sample{i}-{h}x{w}-"
                                        f"{kind}", jpeg_quality=quality))
     return images
 

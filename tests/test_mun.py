@@ -41,24 +41,9 @@ from tests.helpers import natural_image, write_random_weights
 torch.set_num_threads(1)
 
 
-def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A photo-like (H, W, 3) uint8 image: smooth shading, blobs, mild noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.zeros((height, width, 3), np.float32)
-    for c in range(3):
-        img[:, :, c] = 100 + 60 * np.sin(xx / (19 + 6 * c) + c) * np.cos(yy / (29 + 4 * c))
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(6, 20)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-        img += blob[:, :, None] * rng.uniform(-60, 60, 3)
-    img += rng.normal(0, 3.0, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
 def _sample(height: int = 112, width: int = 144, seed: int = 0) -> SynthSample:
     """A fake splice: a noisier, re-quantized rectangle in a JPEG photo."""
-    rgb = _photo(height, width, seed).astype(np.float32)
+    rgb = natural_image(height, width, seed).astype(np.float32)
     mask = np.zeros((height, width), np.uint8)
     mask[30:70, 40:90] = 1
     rgb[30:70, 40:90] = np.round(rgb[30:70, 40:90] / 6) * 6 + np.random.default_rng(seed).normal(
