@@ -9,8 +9,8 @@ import pytest
 from forgectl import registry
 from forgectl.analysis import ghost as gh
 from forgectl.errors import UsageError
-from forgectl.metrics import pixel_scores
 from forgectl.intake import encode_jpeg, image_from_array, image_from_bytes
+from forgectl.metrics import pixel_scores
 from tests.contract import BackendContract
 
 

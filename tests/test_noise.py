@@ -8,8 +8,8 @@ import pytest
 from forgectl import registry
 from forgectl.analysis import noise as nz
 from forgectl.errors import UsageError
-from forgectl.metrics import pixel_scores
 from forgectl.intake import image_from_array
+from forgectl.metrics import pixel_scores
 from tests.contract import BackendContract
 
 

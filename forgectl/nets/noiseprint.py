@@ -37,6 +37,7 @@ import copy
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -134,7 +135,8 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 def rgb_input(rgb: Any, scale: float = 256.0) -> torch.Tensor:
     """(H, W, 3) uint8 (numpy or tensor) -> (1, 3, H, W) float32 ``rgb / scale``."""
-    t = torch.as_tensor(rgb)
+    # A copy when the array is read-only (decoded images are): torch needs writable memory.
+    t = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(np.array(rgb, copy=True))
     return (t.permute(2, 0, 1).float() / scale).unsqueeze(0).contiguous()
 
 
