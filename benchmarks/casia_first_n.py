@@ -19,8 +19,8 @@ from PIL import Image
 
 from forgectl import registry
 from forgectl.commands.localize import parse_params
-from forgectl.metrics import image_auc, pixel_scores
 from forgectl.intake import load_image
+from forgectl.metrics import image_auc, pixel_scores
 
 CASIA = Path(__file__).resolve().parents[2] / "shared" / "bench" / "casia1-dev"
 

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from forgectl import registry
-from forgectl.metrics import pixel_scores
 from forgectl.intake import load_image
+from forgectl.metrics import pixel_scores
 
 
 def main() -> None:
