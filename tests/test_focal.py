@@ -325,6 +325,8 @@ def test_focal_fuses_two_extractors_and_kmeans_always_marks(focal_weights):
     result = fused.localize(image)
     assert result.facts["fused"] and len(result.facts["extractors"]) == 2
     assert result.maps["clusters"].shape == (96, 128)
+    (figure,) = result.figures.values()  # the 2-D projection explain shows
+    assert figure.shape == (200, 200, 3) and figure.dtype == np.uint8 and (figure < 255).any()
     kmeans = FocalBackend(weights=focal_weights["tiny-lite0"], fusion=False, cluster="kmeans")
     assert kmeans.localize(image).mask.any()  # the released code's rule: always a region
 

@@ -496,6 +496,39 @@ def project_2d(features: np.ndarray, labels: np.ndarray, n: int = 2000, seed: in
     return pts.astype(np.float32), np.asarray(labels).reshape(-1)[pick].astype(np.int32)
 
 
+#: Cluster colours of :func:`projection_figure` (label -1 = noise, grey), RGB.
+_CLUSTER_COLOURS = np.array([[66, 133, 244], [234, 67, 53], [251, 188, 5], [52, 168, 83],
+                             [171, 71, 188], [0, 172, 193], [255, 112, 67]], np.uint8)
+
+
+def projection_figure(points: np.ndarray, labels: np.ndarray, pristine: int | None,
+                      size: int = 200) -> np.ndarray:
+    """A scatter picture of :func:`project_2d`'s points coloured by cluster, for explain.
+
+    The pristine (largest) cluster is blue, the others warm colours, noise grey.
+
+    Returns:
+        (size, size, 3) uint8, white background.
+    """
+    img = np.full((size, size, 3), 255, np.uint8)
+    if len(points) == 0:
+        return img
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    xy = ((points - lo) / span * (size - 9) + 4).astype(int)
+    order = sorted(set(labels.tolist()) - {-1, pristine}) if pristine is not None else sorted(
+        set(labels.tolist()) - {-1})
+    for x, y, lab in zip(xy[:, 0], xy[:, 1], labels, strict=True):
+        if lab == -1:
+            colour = np.array([170, 170, 170], np.uint8)
+        elif lab == pristine:
+            colour = _CLUSTER_COLOURS[0]
+        else:
+            colour = _CLUSTER_COLOURS[1 + order.index(lab) % (len(_CLUSTER_COLOURS) - 1)]
+        img[size - 1 - y - 1 : size - 1 - y + 1, x - 1 : x + 1] = colour
+    return img
+
+
 # ------------------------------------------------------------------------- fusion
 
 

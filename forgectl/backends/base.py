@@ -70,6 +70,8 @@ class Result:
         note: a short sentence for the user (why not applicable, what the method assumed).
         maps: extra named (H, W) float32 maps in [0, 1] for ``explain`` (e.g. raw residuals).
         facts: JSON-ready extras (gate decision, restoration applied, matches found, ...).
+        figures: named (h, w, 3) uint8 pictures for ``explain`` that are not maps of the image
+            (e.g. a 2-D projection of features).
     """
 
     heatmap: np.ndarray
@@ -79,6 +81,7 @@ class Result:
     note: str = ""
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         hm = np.asarray(self.heatmap)
@@ -90,6 +93,9 @@ class Result:
             raise ValueError(f"mask {mask.shape} and heatmap {hm.shape} differ in shape")
         self.mask = mask
         self.score = float(np.clip(np.nan_to_num(float(self.score)), 0.0, 1.0))
+        for key, fig in self.figures.items():
+            if fig.ndim != 3 or fig.shape[2] != 3 or fig.dtype != np.uint8:
+                raise ValueError(f"figure {key!r} must be (h, w, 3) uint8, got {fig.shape}")
 
     @classmethod
     def from_heatmap(

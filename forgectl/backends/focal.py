@@ -127,7 +127,12 @@ class FocalBackend(LearnedBackend):
         return self._second
 
     def analyze(self, image: ForensicImage) -> Result:
-        from forgectl.analysis.clustering import cluster_map, fuse_features
+        from forgectl.analysis.clustering import (
+            cluster_map,
+            fuse_features,
+            project_2d,
+            projection_figure,
+        )
 
         config = self.model_config()
         grid = (-(-image.height // STRIDE), -(-image.width // STRIDE))
@@ -148,9 +153,12 @@ class FocalBackend(LearnedBackend):
         facts = {**found.facts, "extractors": names, "fused": second is not None,
                  "clusters_found": int(len(found.sizes))}
         note = "" if mask.any() else "one cluster of features: nothing found"
+        points, point_labels = project_2d(feats, found.labels, n=2000)
+        pristine = int(np.argmax(found.sizes)) if len(found.sizes) else None
+        figure = projection_figure(points, point_labels, pristine)
         return Result(heatmap=mask.astype(np.float32), mask=mask, score=found.score,
                       maps={"clusters": np.clip(cluster_view, 0.0, 1.0)}, facts=facts,
-                      note=note)
+                      note=note, figures={"features in 2-D (PCA), by cluster": figure})
 
     def parity_output(self, image: ForensicImage) -> tuple[np.ndarray, dict[str, Any]]:
         """The primary extractor's blended features: what the exported graph computes."""

@@ -544,6 +544,10 @@ def _method_card(index: int, entry: MethodEntry, rgb: np.ndarray) -> str:
     extra = [
         _figure(_heat_png(result.maps[k], MAP_BOX), esc(k), "small") for k in sorted(result.maps)
     ]
+    extra += [
+        _figure(_data_uri(png_bytes(result.figures[k])), esc(k), "small")
+        for k in sorted(result.figures)
+    ]
     if extra:
         figures.append(f'<div class="maps">{"".join(extra)}</div>')
     note = ""
