@@ -340,3 +340,23 @@ def test_focal_exports_with_parity_on_the_features(focal_weights, tmp_path):
     images = ex.sample_images(((64, 96, 85), (128, 160, 75)))
     report = ex.export_model(backend, "onnx", tmp_path / "focal.onnx", images=images)
     assert report.max_abs_diff <= ex.DEFAULT_TOLERANCE
+
+
+def test_focal_applies_a_calibration_only_to_its_own_setup(focal_weights, tmp_path):
+    import json
+    import shutil
+
+    from forgectl.backends.focal import FocalBackend
+
+    weights = tmp_path / "focal-tiny-lite0.safetensors"
+    shutil.copy(focal_weights["tiny-lite0"], weights)
+    card = json.loads(focal_weights["tiny-lite0"].with_suffix(".json").read_text())
+    setup = {"cluster": "hdbscan", "fused": False, "min_separation": 3.0}
+    card["calibration"] = {"coef": {"bias": 2.0}, "setup": setup}
+    weights.with_suffix(".json").write_text(json.dumps(card))
+    image = image_from_array(natural_image(64, 96, seed=5), jpeg_quality=90)
+    same = FocalBackend(weights=weights, fusion=False).localize(image)
+    assert same.facts["score_kind"] == "calibrated"
+    assert same.score == pytest.approx(1 / (1 + np.exp(-2.0)), abs=1e-6)
+    other = FocalBackend(weights=weights, fusion=False, cluster="kmeans").localize(image)
+    assert other.facts["score_kind"].startswith("raw")

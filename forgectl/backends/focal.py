@@ -128,10 +128,12 @@ class FocalBackend(LearnedBackend):
 
     def analyze(self, image: ForensicImage) -> Result:
         from forgectl.analysis.clustering import (
+            calibrated_score,
             cluster_map,
             fuse_features,
             project_2d,
             projection_figure,
+            structure_features,
         )
 
         config = self.model_config()
@@ -150,15 +152,29 @@ class FocalBackend(LearnedBackend):
         labels = np.repeat(np.repeat(found.labels, STRIDE, 0), STRIDE, 1)
         labels = labels[:image.height, :image.width].astype(np.float32)
         cluster_view = labels / max(1.0, float(labels.max())) if labels.max() > 0 else labels
+        structure = structure_features(found)
+        score, score_kind = found.score, "raw cluster-structure score (no calibration for "
+        calibration = self.model_card().get("calibration") or {}
+        setup = self.score_setup(second is not None)
+        if calibration.get("setup") == setup:
+            score, score_kind = calibrated_score(structure, calibration["coef"]), "calibrated"
+        else:
+            score_kind += f"{setup})"
         facts = {**found.facts, "extractors": names, "fused": second is not None,
-                 "clusters_found": int(len(found.sizes))}
+                 "clusters_found": int(len(found.sizes)), "structure": structure,
+                 "score_kind": score_kind}
         note = "" if mask.any() else "one cluster of features: nothing found"
         points, point_labels = project_2d(feats, found.labels, n=2000)
         pristine = int(np.argmax(found.sizes)) if len(found.sizes) else None
         figure = projection_figure(points, point_labels, pristine)
-        return Result(heatmap=mask.astype(np.float32), mask=mask, score=found.score,
+        return Result(heatmap=mask.astype(np.float32), mask=mask, score=score,
                       maps={"clusters": np.clip(cluster_view, 0.0, 1.0)}, facts=facts,
                       note=note, figures={"features in 2-D (PCA), by cluster": figure})
+
+    def score_setup(self, fused: bool) -> dict[str, Any]:
+        """What a score calibration depends on; it applies only to results made the same way."""
+        return {"cluster": self.options["cluster"], "fused": fused,
+                "min_separation": self.options["min_separation"]}
 
     def parity_output(self, image: ForensicImage) -> tuple[np.ndarray, dict[str, Any]]:
         """The primary extractor's blended features: what the exported graph computes."""
