@@ -2,13 +2,16 @@
 
 Only wiring lives here. Command modules import heavy libraries (torch, cv2) inside their
 functions so that ``forgectl --help`` stays fast.
-Exit codes: 0 ok, 1 some input failed, 2 usage error, 3 ``--fail-on`` gate hit, 130 Ctrl-C.
-Set ``FORGECTL_DEBUG=1`` to see tracebacks.
+Exit codes: 0 ok, 1 some input failed, 2 usage error, 3 ``--fail-on`` gate hit, 70 internal
+error (a bug), 74 outputs cannot be written (full disk, not a folder, read-only), 130 Ctrl-C
+(SIGINT), 143 SIGTERM. SIGTERM raises :class:`~forgectl.errors.Terminated` in the main thread,
+so clean-up code runs as for Ctrl-C. Set ``FORGECTL_DEBUG=1`` to see tracebacks.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -58,11 +61,22 @@ def _root(
     """Find where an image was manipulated."""
 
 
+def _terminate(signum: int, frame: object) -> None:
+    from forgectl.errors import Terminated
+
+    raise Terminated()
+
+
 def main() -> None:
     """Console entry point: run the app, turn known errors into one line and an exit code."""
-    from forgectl.errors import ForgectlError
+    from forgectl.errors import ForgectlError, Terminated, describe
 
     debug = os.environ.get("FORGECTL_DEBUG", "") not in ("", "0")
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (embedded use): leave SIGTERM alone
+        pass
     try:
         app()
     except ForgectlError as exc:
@@ -70,18 +84,24 @@ def main() -> None:
             raise
         print(f"forgectl: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Terminated:
+        print("forgectl: terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         print("forgectl: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGINT)
     except Exception as exc:  # an unexpected error is a bug: one line unless debugging
         if debug:
             raise
         print(
-            f"forgectl: internal error: {type(exc).__name__}: {exc} "
+            f"forgectl: internal error: {type(exc).__name__}: {describe(exc)} "
             "(set FORGECTL_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )
         sys.exit(70)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """Known error types. The CLI maps each to one line on stderr and an exit code.
 
 Anything that is not a :class:`ForgectlError` is a bug and shows a traceback only when
-``FORGECTL_DEBUG=1`` is set.
+``FORGECTL_DEBUG=1`` is set. Messages name files and causes, never Python objects.
 """
 
 from __future__ import annotations
+
+import re
+
+#: ``<_io.BytesIO object at 0x7f...>``, ``<function f at 0x...>``: Python internals, not news.
+_OBJECT_REPR = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
 
 
 class ForgectlError(Exception):
@@ -27,5 +32,24 @@ class WeightsError(ForgectlError):
     """A weights file is missing, malformed, or does not match its model card."""
 
 
-class NotApplicableError(ForgectlError):
-    """A method cannot analyse this input (for example a JPEG-only method on a PNG)."""
+class OutputError(ForgectlError):
+    """Outputs cannot be written: the output folder is not a folder or not writable, the disk
+    is full. Nothing half-written is left; a batch stops (exit 74, ``EX_IOERR``)."""
+
+    exit_code = 74
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM (the CLI installs the handler), so clean-up runs as
+    for Ctrl-C; the CLI exits 143 (128 + SIGTERM) instead of 130. Not a KeyboardInterrupt:
+    click turns those into its own exit 130 before the CLI could say 143."""
+
+
+def describe(exc: BaseException, limit: int = 200) -> str:
+    """A third-party exception as one short line fit for a user: object reprs
+    (``<... at 0x...>``) removed, whitespace and newlines collapsed, at most ``limit``
+    characters; the exception's type name when nothing is left."""
+    text = " ".join(_OBJECT_REPR.sub("", str(exc)).split()).strip(" :")
+    if not text:
+        text = type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."

@@ -18,6 +18,8 @@ import struct
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile
 
-from forgectl.errors import InputError
+from forgectl.errors import InputError, describe
 
 #: Refuse larger images before decoding them (about 100 megapixels).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -271,6 +273,40 @@ def _check_jpeg_structure(data: bytes) -> None:
         raise InputError("truncated JPEG: no end-of-image marker")
 
 
+class _Captured:
+    text = ""
+
+
+@contextmanager
+def _native_stderr() -> Iterator[_Captured]:
+    """Capture what C libraries (libjpeg, libtiff) print on fd 2 while decoding: warnings
+    about damaged data are evidence, not terminal noise. ``.text`` is set on exit."""
+    captured = _Captured()
+    with tempfile.TemporaryFile() as log:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            captured.text = log.read(1 << 16).decode("latin-1", "replace")
+
+
+def _native_reason(text: str) -> str | None:
+    """The first error (not warning) a C decoder printed, without the temporary file name
+    libtiff puts in front of some."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line and "warning" not in line.lower():
+            head, sep, rest = line.partition(": ")
+            line = rest if sep and head.endswith((".tif", ".tiff", ".tmp")) else line
+            return line if len(line) <= 200 else line[:197] + "..."
+    return None
+
+
 def _subsampling_name(sampling: list[tuple[int, int]]) -> str:
     if len(sampling) == 1:
         return "gray"
@@ -287,19 +323,12 @@ def _read_jpeg_internals(path: str) -> JpegData:
 
     # libjpeg reports damaged entropy-coded data only as warnings on fd 2 and goes on with
     # garbage; capture them and refuse the file, since traces in corrupt data mean nothing.
-    with tempfile.TemporaryFile() as log:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(log.fileno(), 2)
+    with _native_stderr() as log:
         try:
             jpg = jpegio.read(path)
         except Exception as exc:  # jpegio raises plain exceptions on libjpeg errors
-            raise InputError(f"corrupt JPEG: {exc}") from exc
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        log.seek(0)
-        warnings_text = log.read().decode("latin-1", "replace")
+            raise InputError(f"corrupt JPEG: {describe(exc)}") from exc
+    warnings_text = log.text
     for line in warnings_text.splitlines():
         if line.startswith("Corrupt JPEG data") or "Premature end" in line:
             raise InputError(f"corrupt JPEG: {line.strip()}")
@@ -398,7 +427,7 @@ def image_from_bytes(
     if fmt == "JPEG":
         _check_jpeg_structure(data)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_stderr() as native:
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
             width, height = img.size
@@ -415,8 +444,9 @@ def image_from_bytes(
     except InputError:
         raise
     except Exception as exc:  # Pillow raises many types for broken data
-        raise InputError(f"cannot decode {fmt}: {exc}") from exc
-
+        # libtiff says what went wrong on stderr; Pillow only "decoder error -2".
+        reason = _native_reason(native.text) or _decode_reason(exc)
+        raise InputError(f"cannot decode {fmt}: {reason}") from exc
     mode = img.mode
     rgb, bit_depth, has_alpha = _to_rgb8(img, data)
     if fmt in ("PNG", "TIFF") and mode in ("RGB", "RGBA"):
@@ -464,6 +494,15 @@ def image_from_bytes(
         jpeg=jpeg,
         file_size=len(data),
     )
+
+
+def _decode_reason(exc: BaseException) -> str:
+    """Why Pillow failed, in words (its "cannot identify image file" names a Python object)."""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "the header is corrupt or a variant Pillow cannot read"
+    if isinstance(exc, MemoryError):
+        return "not enough memory to decode it"
+    return describe(exc)
 
 
 def _maybe_16bit_colour(img: Image.Image, data: bytes, fmt: str) -> bool:

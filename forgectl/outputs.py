@@ -1,17 +1,27 @@
-"""Output writers: mask, heatmap, overlay, JSON record. Every write is atomic.
+"""Output writers: mask, heatmap, overlay, JSON record, results.jsonl. Nothing is half-written.
 
 A file either appears complete or not at all: data goes to a temporary file in the same folder,
-then ``os.replace`` moves it into place (atomic on POSIX). Ctrl-C mid-write leaves at most a
-``.tmp`` file, which :func:`atomic_write` removes on the way out.
+is flushed to disk, then ``os.replace`` moves it into place (atomic on POSIX). Ctrl-C mid-write
+leaves at most a ``.tmp`` file, which :func:`atomic_write` removes on the way out (a SIGKILL
+can leave one; the next ``localize`` run over the folder removes it).
+
+``results.jsonl`` is the exception: it grows one record at a time (:class:`ResultsLog`), each
+line one ``write`` then ``fsync``, so a killed batch keeps every record it finished; a torn last
+line (a kill or a full disk mid-line) is dropped by :func:`read_jsonl`.
+
+Write failures (full disk, read-only or missing folder) raise :class:`OutputError` naming the
+file and the cause.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -19,10 +29,14 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
+from forgectl.errors import OutputError
+
 #: Version of the per-image JSON record; bump on incompatible changes.
 SCHEMA_VERSION = "forgectl.result/1"
 
 OUTPUT_SUFFIXES = (".mask.png", ".heatmap.png", ".overlay.png", ".json")
+#: Errors a write can hit whatever the caller does (a full disk, a read-only file system).
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
 def _read_umask() -> int:
@@ -34,24 +48,44 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def cannot_write(path: Path, exc: OSError) -> OutputError:
+    """One line for a failed write: the file and the system's reason (never an object repr)."""
+    reason = exc.strerror or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    return OutputError(f"cannot write {path}: {reason}{where}")
+
+
 @contextmanager
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success.
+
+    Raises:
+        OutputError: the folder cannot be made or written, or the disk is full (the
+            temporary file is removed).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
+    in_body = True
     try:
         # mkstemp creates 0600 files; give outputs the usual permissions (0666 minus umask).
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode) as fh:
             yield fh
+            in_body = False
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and (not in_body or exc.errno in _WRITE_ERRNOS):
+            raise cannot_write(path, exc) from exc
         raise
 
 
@@ -145,24 +179,189 @@ def overlay(rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray) -> np.ndarra
     return out
 
 
+def prepare_folder(folder: Path) -> None:
+    """Make the output folder (and its parents).
+
+    Raises:
+        OutputError: it is a file, cannot be made, or is not writable.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"cannot write to {folder}: it is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(folder, exc) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {folder}: permission denied or read-only")
+
+
+def remove_stale_temporaries(targets: Iterable[Path]) -> int:
+    """Remove the temporary files a killed writer left for any of ``targets`` (``.<name>.
+    <random>.tmp`` beside them); returns how many. Each folder is listed once."""
+    by_folder: dict[Path, set[str]] = {}
+    for t in targets:
+        by_folder.setdefault(Path(t).parent, set()).add(Path(t).name)
+    removed = 0
+    for folder, names in by_folder.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            target = name[1:-4].rpartition(".")[0]
+            if target in names:
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
+def output_paths(stem_path: Path) -> dict[str, Path]:
+    """``{"mask", "heatmap", "overlay", "json"}`` -> ``<stem>.mask.png`` ... ``<stem>.json``."""
+    return {
+        kind: stem_path.with_name(stem_path.name + suffix)
+        for kind, suffix in zip(("mask", "heatmap", "overlay", "json"), OUTPUT_SUFFIXES,
+                                strict=True)
+    }
+
+
+def discard_outputs(stem_path: Path) -> None:
+    """Remove the per-image files of ``stem_path`` and any temporary file left for them (by a
+    killed process): an image whose set is not complete has none of its files."""
+    for path in output_paths(stem_path).values():
+        path.unlink(missing_ok=True)
+    folder = stem_path.parent
+    if folder.is_dir():
+        for suffix in OUTPUT_SUFFIXES:
+            for tmp in folder.glob(f".{_glob_escape(stem_path.name + suffix)}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 def write_result_files(
     stem_path: Path, rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray, record: dict
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Write ``<stem>.mask.png``, ``.heatmap.png``, ``.overlay.png`` and ``.json``.
 
-    The JSON goes last and names the other three, so its presence means the set is complete.
-    Returns the written paths by kind.
+    The JSON goes last (an earlier run's JSON is removed first) and holds the other files'
+    paths and sha256 and ``"complete": true``, so its presence means the set is complete and
+    ``--resume`` can check it. A failure removes what this call wrote.
+
+    Returns:
+        The record as written to the JSON.
+
+    Raises:
+        OutputError: a write failed (nothing of this image is left).
     """
-    paths = {
-        "mask": stem_path.with_name(stem_path.name + ".mask.png"),
-        "heatmap": stem_path.with_name(stem_path.name + ".heatmap.png"),
-        "overlay": stem_path.with_name(stem_path.name + ".overlay.png"),
-        "json": stem_path.with_name(stem_path.name + ".json"),
+    paths = output_paths(stem_path)
+    images = {
+        "mask": png_bytes(mask.astype(np.uint8) * 255),
+        "heatmap": png_bytes(colorize(heatmap), compress_level=1),
+        "overlay": png_bytes(overlay(rgb, heatmap, mask), compress_level=1),
     }
-    write_bytes(paths["mask"], png_bytes(mask.astype(np.uint8) * 255))
-    write_bytes(paths["heatmap"], png_bytes(colorize(heatmap), compress_level=1))
-    write_bytes(paths["overlay"], png_bytes(overlay(rgb, heatmap, mask), compress_level=1))
-    record = dict(record)
-    record["outputs"] = {k: str(v) for k, v in paths.items() if k != "json"}
-    write_json(paths["json"], record)
-    return {k: str(v) for k, v in paths.items()}
+    try:
+        paths["json"].unlink(missing_ok=True)
+        for kind, data in images.items():
+            write_bytes(paths[kind], data)
+        record = dict(record)
+        record["outputs"] = {k: str(paths[k]) for k in images}
+        record["output_sha256"] = {k: hashlib.sha256(v).hexdigest() for k, v in images.items()}
+        record["complete"] = True
+        write_json(paths["json"], record)
+    except BaseException as exc:
+        discard_outputs(stem_path)
+        if isinstance(exc, OSError):
+            raise cannot_write(stem_path.parent, exc) from exc
+        raise
+    return record
+
+
+# --------------------------------------------------------------------------- results.jsonl
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of a JSONL file, skipping lines that are not one JSON object (a torn last
+    line from a killed writer). Returns ``(records, lines dropped)``; a missing file is empty.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    records, dropped = [], 0
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            dropped += 1
+            continue
+        if isinstance(obj, dict):
+            records.append(obj)
+        else:
+            dropped += 1
+    return records, dropped
+
+
+class ResultsLog:
+    """``results.jsonl`` written record by record.
+
+    Opening replaces the file (atomically) with ``initial`` records; each :meth:`append` is
+    then one ``write`` of the whole line to an ``O_APPEND`` descriptor followed by ``fsync``,
+    so a kill (even SIGKILL) or a power cut keeps every finished record. A write that fails
+    part-way (a full disk) is cut back to the last whole line before :class:`OutputError` is
+    raised.
+    """
+
+    def __init__(self, path: Path, initial: Iterable[dict[str, Any]] = (), sync: bool = True):
+        self.path = Path(path)
+        self.sync = sync
+        with atomic_write(self.path, "w") as fh:
+            for record in initial:
+                fh.write(to_json(record) + "\n")
+        try:
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from exc
+
+    def write_line(self, line: str) -> None:
+        """Append one line (no newline inside) and make it durable."""
+        if self._fd is None:
+            raise ValueError("results log is closed")
+        data = (line + "\n").encode("utf-8")
+        size = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            if self.sync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass
+            raise cannot_write(self.path, exc) from exc
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.write_line(to_json(record))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> ResultsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,23 +1,51 @@
-"""Library side of `localize`: find inputs, name outputs, analyse one file, build its record.
+"""Library side of `localize`: find inputs, name outputs, analyse one file, build its record,
+tell a finished image from an unfinished one (``--resume``), and run images in a worker process
+that a timeout, a memory bound or a crash can end without ending the batch.
 
 Kept apart from the command so other front ends (scripts, services) get the same behaviour.
+
+Isolation (:class:`IsolatedRunner`): one persistent worker process holds the method (weights
+loaded once) and, per image, decodes, analyses and writes the outputs, then sends the record
+back. The parent waits for it, polling the worker's resident memory; on a timeout, the memory
+bound, or a crash of native code (libjpeg, OpenCV, a decoder segfault) it kills the worker,
+removes that image's partial files, records the error and starts a new worker for the next
+image. Workers come from a fork server (a clean interpreter started once per process), never
+from a fork of this one (see :func:`_context`).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
+import signal
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgectl import __version__
-from forgectl.backends.base import Backend, Result
-from forgectl.errors import InputError
+from forgectl import __version__, errors
+from forgectl.backends.base import Backend, Result, compute_threads
+from forgectl.errors import ForgectlError, InputError, OutputError, UsageError, WeightsError
 from forgectl.intake import IMAGE_EXTENSIONS, ForensicImage, load_image
-from forgectl.outputs import OUTPUT_SUFFIXES, SCHEMA_VERSION
+from forgectl.outputs import (
+    OUTPUT_SUFFIXES,
+    SCHEMA_VERSION,
+    discard_outputs,
+    output_paths,
+    to_json,
+    write_result_files,
+)
+
+#: Per-image time limit of ``localize`` (seconds; 0 = none).
+DEFAULT_TIMEOUT_S = 600.0
+#: ``error_kind`` of a failed image's record (docs/OUTPUTS.md).
+ERROR_KINDS = ("input", "timeout", "memory", "crash", "internal")
+#: Errors that concern the whole batch, not one image: they stop it.
+FATAL_ERRORS: tuple[type[ForgectlError], ...] = (OutputError, WeightsError, UsageError)
 
 #: Extensions picked up when a folder is given (explicit files are tried whatever their name).
 _GLOB_CHARS = set("*?[")
@@ -130,10 +158,46 @@ def analyze_file(
     return image, result, {"decode_s": round(t1 - t0, 4), "analyze_s": round(t2 - t1, 4)}
 
 
+def _jsonable(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists ...), for comparisons."""
+    return json.loads(to_json(obj))
+
+
+def run_settings(backend: Backend) -> dict[str, Any]:
+    """What makes two runs' outputs for one input the same: the record fields ``--resume``
+    compares (method, weights digest, runtime, threshold, every option, forgectl version)."""
+    spec = backend.spec
+    return {
+        "forgectl_version": __version__,
+        "method": spec.name,
+        "weights_sha256": backend.weights_sha256,
+        "runtime": backend.runtime if spec.kind == "learned" else None,
+        "threshold": backend.threshold,
+        "options": _jsonable(backend.options),
+    }
+
+
+def record_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`run_settings` a record was made with."""
+    method = record.get("method") or {}
+    return {
+        "forgectl_version": record.get("forgectl_version"),
+        "method": method.get("name"),
+        "weights_sha256": method.get("weights_sha256"),
+        "runtime": method.get("runtime"),
+        "threshold": method.get("threshold"),
+        "options": method.get("options"),
+    }
+
+
 def build_record(
     image: ForensicImage, result: Result, backend: Backend, timings: dict[str, float]
 ) -> dict[str, Any]:
-    """The per-image JSON record (schema ``forgectl.result/1``, documented in docs/OUTPUTS.md)."""
+    """The per-image JSON record (schema ``forgectl.result/1``, documented in docs/OUTPUTS.md).
+
+    :func:`forgectl.outputs.write_result_files` adds ``outputs``, ``output_sha256`` and
+    ``complete``.
+    """
     spec = backend.spec
     return {
         "schema": SCHEMA_VERSION,
@@ -148,6 +212,7 @@ def build_record(
             "runtime": backend.runtime if spec.kind == "learned" else None,
             "threshold": backend.threshold,
             "mask_rule": "method" if spec.decides_mask else "heatmap >= threshold",
+            "options": _jsonable(backend.options),
         },
         "applicable": result.applicable,
         "note": result.note,
@@ -158,11 +223,411 @@ def build_record(
     }
 
 
-def error_record(path: Path, message: str, method: str) -> dict[str, Any]:
+def error_record(path: Path, message: str, method: str, kind: str = "input") -> dict[str, Any]:
+    """The record of a failed input (no per-image files): ``error`` and ``error_kind``."""
     return {
         "schema": SCHEMA_VERSION,
         "forgectl_version": __version__,
         "input": {"path": str(path)},
         "method": {"name": method},
         "error": message,
+        "error_kind": kind,
     }
+
+
+def batch_record(record: dict[str, Any], item: InputFile) -> dict[str, Any]:
+    """The results.jsonl line of an image: its JSON record, plus the JSON's own path."""
+    if "error" in record:
+        return record
+    out = dict(record)
+    out["outputs"] = {**record.get("outputs", {}), "json": str(output_paths(item.out_stem)["json"])}
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def completed_record(item: InputFile, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of an earlier run's outputs for ``item`` if they are complete and valid for
+    ``settings`` (:func:`run_settings`), else None.
+
+    Valid means: the JSON parses, says ``"complete": true``, was made with the same settings,
+    for an input with the same sha256 as the file now, and every other output file exists with
+    the sha256 the JSON recorded.
+    """
+    paths = output_paths(item.out_stem)
+    try:
+        record = json.loads(paths["json"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("complete") is not True:
+        return None
+    if record.get("schema") != SCHEMA_VERSION or record_settings(record) != settings:
+        return None
+    digests = record.get("output_sha256")
+    if not isinstance(digests, dict) or set(digests) != {"mask", "heatmap", "overlay"}:
+        return None
+    try:
+        if (record.get("input") or {}).get("sha256") != _sha256_file(item.path):
+            return None
+        for kind, digest in digests.items():
+            if _sha256_file(paths[kind]) != digest:
+                return None
+    except OSError:
+        return None
+    return record
+
+
+def process_file(backend: Backend, item: InputFile, max_pixels: int | None = None) -> dict:
+    """Analyse one input and write its files; returns its record, or an error record when the
+    input fails (then none of its files is left).
+
+    Raises:
+        OutputError, WeightsError, UsageError: problems of the whole batch, not of this input.
+    """
+    name = backend.spec.name
+    try:
+        image, result, timings = analyze_file(backend, item.path, max_pixels)
+        record = build_record(image, result, backend, timings)
+        return write_result_files(item.out_stem, image.rgb, result.heatmap, result.mask, record)
+    except FATAL_ERRORS:
+        raise
+    except ForgectlError as exc:
+        record = error_record(item.path, str(exc), name)
+    except MemoryError:
+        record = error_record(item.path, "out of memory while analysing this image", name,
+                              "memory")
+    except Exception as exc:  # a method failing on one input must not end the batch
+        if os.environ.get("FORGECTL_DEBUG", "") not in ("", "0"):
+            raise
+        record = error_record(
+            item.path, f"internal error in {name}: {type(exc).__name__}: {errors.describe(exc)} "
+            "(a bug: please report it; FORGECTL_DEBUG=1 shows a traceback)", name, "internal")
+    discard_outputs(item.out_stem)
+    return record
+
+
+# --------------------------------------------------------------------------- runners
+
+
+class StopBatch(Exception):
+    """The batch was asked to stop (a signal) while an image ran; the image was dropped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class InProcessRunner:
+    """Runs each image in this process (``--no-isolate``): no timeout, no memory bound, and a
+    crash in native code ends the batch. A stop request takes effect between images."""
+
+    isolated = False
+
+    def __init__(self, backend: Backend, max_pixels: int | None = None) -> None:
+        self.backend = backend
+        self.max_pixels = max_pixels
+        self.stop_signal: int | None = None
+
+    def start(self) -> None:
+        return None
+
+    def run(self, item: InputFile) -> dict[str, Any]:
+        if self.stop_signal is not None:
+            raise StopBatch(self.stop_signal)
+        return process_file(self.backend, item, self.max_pixels)
+
+    def request_stop(self, signum: int) -> None:
+        self.stop_signal = signum
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> InProcessRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def total_memory_mb() -> int | None:
+    """Physical memory in MB (Linux and most Unixes), or None when unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20)
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def default_max_memory_mb() -> int:
+    """Three quarters of physical memory (0 = no bound when it is unknown)."""
+    total = total_memory_mb()
+    return total * 3 // 4 if total else 0
+
+
+def _rss_mb(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MB (Linux ``/proc``), or None."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _context() -> Any:
+    """The multiprocessing context for workers: a fork server (a clean interpreter, started
+    once per process, that forks each worker), else spawn. Never a fork of this process: it
+    may hold other threads' locks (OpenCV's and BLAS's pools, torch's OpenMP) in any state,
+    and a child that needs one waits for ever."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["forgectl.pipeline"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when its parent (the fork server, which exits
+    with the main process, even on SIGKILL) dies, so no orphan goes on writing outputs that a
+    resumed run is also writing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(conn: Any, backend: Backend, max_pixels: int | None,
+                 environ: dict[str, str]) -> None:
+    """Worker loop: receive an input, send back its record (or a batch-fatal error)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what a Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    # A fork server's children inherit the environment it started with: use the caller's
+    # (FORGECTL_THREADS, FORGECTL_WEIGHTS_DIR, FORGECTL_DEBUG ...).
+    if environ != dict(os.environ):
+        os.environ.clear()
+        os.environ.update(environ)
+    try:
+        import cv2
+
+        cv2.setNumThreads(compute_threads())
+    except ImportError:  # pragma: no cover - cv2 is a dependency
+        pass
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        item = InputFile(path=Path(job[0]), out_stem=Path(job[1]))
+        try:
+            reply: tuple[str, Any] = ("record", process_file(backend, item, max_pixels))
+        except ForgectlError as exc:
+            reply = ("fatal", (type(exc).__name__, str(exc), exc.exit_code))
+        except Exception as exc:  # only with FORGECTL_DEBUG: hand the bug to the parent
+            reply = ("fatal", ("ForgectlError", f"internal error: {type(exc).__name__}: "
+                               f"{errors.describe(exc)}", 70))
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            return
+
+
+def _fatal(name: str, message: str, code: int) -> ForgectlError:
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ForgectlError)):
+        cls = ForgectlError
+    exc = cls(message)
+    exc.exit_code = code
+    return exc
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if -exitcode == signal.SIGKILL:
+            return f"was killed ({name}; out of memory?)"
+        return f"crashed ({name})"
+    return f"exited unexpectedly (code {exitcode})"
+
+
+class IsolatedRunner:
+    """Runs each image in a persistent worker process; see the module docstring.
+
+    As with :mod:`multiprocessing`, a script that uses it must guard its entry point
+    (``if __name__ == "__main__":``): workers import the main module. The backend is pickled
+    to the worker, so its class must be importable.
+
+    Args:
+        backend: the method (sent to the worker once; weights load there, lazily).
+        max_pixels: the decode limit.
+        timeout: seconds an image may take (decode, analysis, writing; for the first image
+            of a worker also its start and the weights load); 0 = no limit.
+        max_memory_mb: resident memory the worker may reach (it holds the method too);
+            0 = no bound. Checked every ``poll`` seconds (Linux ``/proc``).
+    """
+
+    isolated = True
+
+    def __init__(self, backend: Backend, max_pixels: int | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S, max_memory_mb: float = 0,
+                 poll: float = 0.05) -> None:
+        self.backend = backend
+        self.max_pixels = max_pixels
+        self.timeout = float(timeout or 0)
+        self.max_memory_mb = float(max_memory_mb or 0)
+        self.poll = poll
+        self.stop_signal: int | None = None
+        self.restarts = 0
+        self.peak_rss_mb = 0.0
+        self._proc: Any = None
+        self._conn: Any = None
+        self._current: InputFile | None = None
+
+    def request_stop(self, signum: int) -> None:
+        """Called from a signal handler: drop the current image and stop."""
+        self.stop_signal = signum
+
+    def _start(self) -> None:
+        ctx = _context()
+        parent_conn, child_conn = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, name="forgectl-worker", daemon=True,
+                           args=(child_conn, self.backend, self.max_pixels, dict(os.environ)))
+        proc.start()
+        child_conn.close()
+        self._proc, self._conn = proc, parent_conn
+
+    def start(self) -> None:
+        """Start the worker now (before other threads exist, e.g. a progress bar's) or replace
+        a dead one, or one holding over 3/4 of the memory bound (freed memory the allocator
+        kept from an earlier image)."""
+        if self._proc is not None and self._proc.is_alive():
+            rss = self._measure()
+            if not (self.max_memory_mb and rss is not None and rss > 0.75 * self.max_memory_mb):
+                return
+        if self._proc is not None:
+            self._kill()
+        self._start()
+
+    def _kill(self) -> None:
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if proc is None:
+            return
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        conn.close()
+        self.restarts += 1
+
+    def run(self, item: InputFile) -> dict[str, Any]:
+        """The record of ``item`` (an error record for a timeout, memory or crash).
+
+        Raises:
+            StopBatch: a stop was requested; the image was dropped (its files removed).
+            OutputError, WeightsError, UsageError: a batch-fatal error in the worker.
+        """
+        if self.stop_signal is not None:
+            raise StopBatch(self.stop_signal)
+        self.start()
+        self._current = item  # kept if _wait raises, for __exit__
+        record = self._wait(item)
+        self._current = None
+        return record
+
+    def _wait(self, item: InputFile) -> dict[str, Any]:
+        name = self.backend.spec.name
+        started = time.monotonic()
+        try:
+            self._conn.send((str(item.path), str(item.out_stem)))
+        except (OSError, ValueError):
+            pass  # the worker died already: found below
+        while True:
+            try:
+                ready = self._conn.poll(self.poll)
+            except (OSError, EOFError):
+                ready = False
+            if ready:
+                try:
+                    kind, payload = self._conn.recv()
+                except (EOFError, OSError):  # the worker is gone: let it be reaped
+                    ready = False
+                    self._proc.join(2)
+                else:
+                    self._measure()
+                    if kind == "fatal":
+                        self._kill()
+                        raise _fatal(*payload)
+                    return payload
+            if not ready and not self._proc.is_alive():
+                reason = _exit_reason(self._proc.exitcode)
+                self._kill()
+                discard_outputs(item.out_stem)
+                return error_record(item.path, f"the analysis process {reason} on this file",
+                                    name, "crash")
+            if self.stop_signal is not None:
+                self._kill()
+                discard_outputs(item.out_stem)
+                raise StopBatch(self.stop_signal)
+            if self.timeout and time.monotonic() - started > self.timeout:
+                self._kill()
+                discard_outputs(item.out_stem)
+                return error_record(item.path, f"timed out after {self.timeout:g} s "
+                                    "(--timeout)", name, "timeout")
+            rss = self._measure()
+            if self.max_memory_mb and rss is not None and rss > self.max_memory_mb:
+                self._kill()
+                discard_outputs(item.out_stem)
+                return error_record(item.path, f"needed more than {self.max_memory_mb:g} MB "
+                                    "of memory (--max-memory)", name, "memory")
+
+    def _measure(self) -> float | None:
+        rss = _rss_mb(self._proc.pid) if self._proc is not None else None
+        if rss is not None:
+            self.peak_rss_mb = max(self.peak_rss_mb, rss)
+        return rss
+
+    def close(self) -> None:
+        """Let the worker exit (or kill it after a few seconds)."""
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if proc is None:
+            return
+        try:
+            conn.send(None)
+        except (OSError, ValueError):
+            pass
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+        conn.close()
+
+    def __enter__(self) -> IsolatedRunner:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # Leaving on an exception (a second Ctrl-C, a fatal error): no waiting for the worker,
+        # and the image it was on leaves no files.
+        current = self._current
+        self._kill()
+        if current is not None:
+            discard_outputs(current.out_stem)

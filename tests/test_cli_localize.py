@@ -149,3 +149,23 @@ def test_methods_lists_registry():
     assert proc.returncode == 0
     names = [row["name"] for row in json.loads(proc.stdout)]
     assert "ela" in names
+
+
+def test_resume_keeps_a_finished_image_and_ends_with_the_same_exit_code(good_jpeg, tmp_path,
+                                                                        cli):
+    out = tmp_path / "out"
+    first = cli(["localize", good_jpeg, "--out", out, "--fail-on", "0.0"])
+    assert first.exit_code == 3, first.output
+    record = (out / "photo.json").read_bytes()
+    again = cli(["localize", good_jpeg, "--out", out, "--fail-on", "0.0", "--resume"])
+    assert again.exit_code == 3 and "1 finished earlier, kept" in again.stderr
+    assert (out / "photo.json").read_bytes() == record  # not analysed again
+    other = cli(["localize", good_jpeg, "--out", out, "--resume", "--threshold", "0.4"])
+    assert other.exit_code == 0 and "kept" not in other.stderr  # other settings: redone
+    assert json.loads((out / "photo.json").read_text())["method"]["threshold"] == 0.4
+
+
+def test_help_names_the_reliability_options(cli):
+    text = cli(["localize", "--help"]).stdout
+    for option in ("--resume", "--timeout", "--max-memory", "--no-isolate"):
+        assert option in text

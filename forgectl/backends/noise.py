@@ -75,6 +75,10 @@ def noise_deviation(
     return log_ratio.astype(np.float32), sigma, grid, dominant
 
 
+#: Smallest image side the noise comparison works on.
+MIN_SIDE = 8
+
+
 class NoiseBackend(Backend):
     """Noise-level inconsistency map (options: see ``OPTIONS``)."""
 
@@ -116,6 +120,11 @@ class NoiseBackend(Backend):
 
     def analyze(self, image: ForensicImage) -> Result:
         cfg = self.options
+        if min(image.height, image.width) < MIN_SIDE:
+            # The wavelet's HH1 band is half the image; two blocks of it need this much.
+            return Result.not_applicable(
+                image, f"noise needs at least {MIN_SIDE}x{MIN_SIDE} pixels to compare blocks; "
+                f"input is {image.width}x{image.height}")
         log_ratio, sigma, grid, dominant = noise_deviation(
             image.rgb,
             wavelet=cfg["wavelet"],

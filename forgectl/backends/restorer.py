@@ -99,7 +99,7 @@ class Restorer:
         from forgectl.nets.restoration import DISTURBANCE_CLASSES, condition_from_prediction
 
         check_rgb(rgb)
-        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float()[None] / 255
+        x = torch.from_numpy(np.array(rgb.transpose(2, 0, 1))).float()[None] / 255
         with torch.inference_mode():
             out = self.net.classifier(*self.net.classifier.features(x))
             probs = torch.softmax(out["logits"], dim=1)[0]

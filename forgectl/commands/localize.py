@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,6 +25,8 @@ from forgectl.intake import DEFAULT_MAX_PIXELS
 
 EXIT_FAILED = 1
 EXIT_GATE = 3
+#: An image hit a bug in a method (the batch went on; sysexits EX_SOFTWARE).
+EXIT_INTERNAL = 70
 #: Backend constructor arguments that have their own command-line options.
 RESERVED_PARAMS = ("weights", "threshold", "runtime")
 
@@ -72,16 +76,46 @@ def localize(
     ] = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     runtime: RuntimeOpt = "torch",
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Skip images whose outputs in --out are complete and were "
+                     "made with the same method, weights, threshold and options (a batch that "
+                     "was killed or interrupted goes on where it stopped)."),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0.0, show_default=False,
+                     help="Seconds one image may take (decode, analysis, outputs); it then "
+                     "fails and the batch goes on. 0 = no limit. Default 600."),
+    ] = None,
+    max_memory: Annotated[
+        int | None,
+        typer.Option("--max-memory", min=0, metavar="MB", show_default=False,
+                     help="Memory (resident MB, the loaded method included) the analysis may "
+                     "use; an image needing more fails and the batch goes on. 0 = no bound. "
+                     "Default: 3/4 of physical memory."),
+    ] = None,
+    isolate: Annotated[
+        bool,
+        typer.Option("--isolate/--no-isolate",
+                     help="Analyse images in a worker process, so a timeout, the memory bound "
+                     "or a crashing decoder fails one image, not the batch. --no-isolate runs "
+                     "in this process (no --timeout, no --max-memory)."),
+    ] = True,
 ) -> None:
     """Localize manipulations: write <stem>.mask.png, .heatmap.png, .overlay.png and .json.
 
     A batch goes on past bad files, reports each on stderr, lists every image in
-    results.jsonl, and exits 1 if any failed (3 if --fail-on was hit).
+    results.jsonl (written record by record), and exits 1 if any failed (3 if --fail-on was
+    hit, 70 on an internal error, 74 if outputs cannot be written). Ctrl-C or SIGTERM drops the
+    image in progress, keeps every finished one and exits 130 or 143: rerun with --resume.
     """
     from forgectl import pipeline, registry
-    from forgectl.errors import ForgectlError
-    from forgectl.outputs import atomic_write, write_result_files
+    from forgectl.errors import OutputError, UsageError
+    from forgectl.outputs import ResultsLog, prepare_folder, remove_stale_temporaries
 
+    if not isolate and (timeout is not None or max_memory is not None):
+        raise UsageError("--timeout and --max-memory need the worker process: drop --no-isolate")
     files, problems = pipeline.collect_inputs(paths, recursive=recursive)
     options = parse_params(param or [])
     backend = registry.load(method, weights=weights, threshold=threshold, runtime=runtime,
@@ -90,62 +124,143 @@ def localize(
     pipeline.check_not_overwriting_inputs(plan)
     for problem in problems:
         typer.echo(f"forgectl: {problem}", err=True)
+    prepare_folder(out)
 
-    failed = len(problems)
-    flagged = done = 0
     batch = len(plan) > 1 or any(Path(p).is_dir() for p in paths)
-    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "results.jsonl"
+    remove_stale_temporaries(
+        [o for item in plan for o in pipeline.output_paths(item.out_stem).values()]
+        + ([log_path] if batch else []))
+    finished: dict[int, dict] = {}
+    if resume:
+        settings = pipeline.run_settings(backend)
+        for i, item in enumerate(plan):
+            record = pipeline.completed_record(item, settings)
+            if record is not None:
+                finished[i] = pipeline.batch_record(record, item)
 
+    counts = _Counts(failed=len(problems))
+    for record in finished.values():
+        counts.add(record, fail_on)
+        if json_stdout:
+            typer.echo(_line(record))
+    todo = [item for i, item in enumerate(plan) if i not in finished]
+
+    if isolate:
+        runner: pipeline.IsolatedRunner | pipeline.InProcessRunner = pipeline.IsolatedRunner(
+            backend, max_pixels,
+            timeout=pipeline.DEFAULT_TIMEOUT_S if timeout is None else timeout,
+            max_memory_mb=pipeline.default_max_memory_mb() if max_memory is None else max_memory)
+    else:
+        runner = pipeline.InProcessRunner(backend, max_pixels)
+
+    stopped: int | None = None
     progress = None
-    if sys.stderr.isatty() and len(plan) > 1:
-        from rich.progress import Progress
+    log = ResultsLog(log_path, finished.values()) if batch else None
+    try:
+        with runner, _stop_on_signals(runner):
+            if todo:
+                runner.start()  # before the progress bar's thread exists
+            if sys.stderr.isatty() and len(todo) > 1:
+                from rich.progress import Progress
 
-        progress = Progress(transient=True)
-        progress.start()
-        task = progress.add_task(f"{method}", total=len(plan))
-
-    with atomic_write(out / "results.jsonl", "w") if batch else _nowhere() as log:
-        try:
-            for item in plan:
+                progress = Progress(transient=True)
+                progress.start()
+                task = progress.add_task(f"{method}", total=len(todo))
+            for item in todo:
                 try:
-                    image, result, timings = pipeline.analyze_file(backend, item.path, max_pixels)
-                    record = pipeline.build_record(image, result, backend, timings)
-                    record["outputs"] = write_result_files(
-                        item.out_stem, image.rgb, result.heatmap, result.mask, record
-                    )
-                    done += 1
-                    if result.applicable and fail_on is not None and result.score >= fail_on:
-                        flagged += 1
-                    if not result.applicable:
-                        note = f"forgectl: {item.path}: not applicable: {result.note}"
-                        typer.echo(note, err=True)
-                except ForgectlError as exc:
-                    failed += 1
-                    record = pipeline.error_record(item.path, str(exc), method)
-                    typer.echo(f"forgectl: {item.path}: error: {exc}", err=True)
+                    record = runner.run(item)
+                except pipeline.StopBatch as stop:
+                    stopped = stop.signum
+                    break
+                record = pipeline.batch_record(record, item)
+                counts.add(record, fail_on)
+                if "error" in record:
+                    typer.echo(f"forgectl: {item.path}: error: {record['error']}", err=True)
+                elif not record.get("applicable", True):
+                    typer.echo(f"forgectl: {item.path}: not applicable: {record['note']}",
+                               err=True)
                 emit_record(record, log, json_stdout)
                 if progress is not None:
                     progress.advance(task)
-        finally:
-            if progress is not None:
-                progress.stop()
+    except OutputError as exc:
+        raise OutputError(f"{exc} ({counts.done} of {len(plan)} image(s) done; make room or "
+                          "fix the folder, then rerun with --resume)") from exc
+    finally:
+        if progress is not None:
+            progress.stop()
+        if log is not None:
+            log.close()
 
     engine = "" if runtime == "torch" else f" ({runtime})"
-    summary = f"forgectl: {done} image(s) analysed with {method}{engine}, {failed} failed"
+    summary = f"forgectl: {counts.done} image(s) analysed with {method}{engine}"
+    if finished:
+        summary += f" ({len(finished)} finished earlier, kept)"
+    summary += f", {counts.failed} failed"
     if fail_on is not None:
-        summary += f", {flagged} at or above --fail-on {fail_on}"
+        summary += f", {counts.flagged} at or above --fail-on {fail_on}"
     typer.echo(f"{summary}; outputs in {out}", err=True)
-    if flagged:
+    if stopped is not None:
+        import signal
+
+        left = len(plan) - counts.done - counts.failed + len(problems)
+        typer.echo(f"forgectl: interrupted by {signal.Signals(stopped).name}: the image in "
+                   f"progress was dropped, {left} not analysed; rerun with --resume to finish",
+                   err=True)
+        raise typer.Exit(128 + stopped)
+    if counts.internal:
+        raise typer.Exit(EXIT_INTERNAL)
+    if counts.flagged:
         raise typer.Exit(EXIT_GATE)
-    if failed or not plan:
+    if counts.failed or not plan:
         raise typer.Exit(EXIT_FAILED)
 
 
-class _nowhere:
-    """A context manager yielding None: no results.jsonl for a single image."""
+def _line(record: dict) -> str:
+    from forgectl.outputs import to_json
 
-    def __enter__(self) -> None:
-        return None
+    return to_json(record)
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+
+class _Counts:
+    """Tally of a batch: analysed, failed, internal errors, at or above ``--fail-on``."""
+
+    def __init__(self, failed: int = 0) -> None:
+        self.done = self.flagged = self.internal = 0
+        self.failed = failed
+
+    def add(self, record: dict, fail_on: float | None) -> None:
+        if "error" in record:
+            self.failed += 1
+            self.internal += record.get("error_kind") == "internal"
+            return
+        self.done += 1
+        if (record.get("applicable") and fail_on is not None
+                and record.get("score", 0.0) >= fail_on):
+            self.flagged += 1
+
+
+@contextmanager
+def _stop_on_signals(runner: Any) -> Iterator[None]:
+    """SIGINT / SIGTERM ask ``runner`` to stop (the image in progress is dropped by a worker,
+    finished in process); a second one interrupts at once (KeyboardInterrupt / Terminated)."""
+    import signal
+
+    from forgectl.errors import Terminated
+
+    def handle(signum: int, frame: Any) -> None:
+        if runner.stop_signal is not None:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        runner.request_stop(signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handle)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

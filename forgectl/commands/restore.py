@@ -61,7 +61,7 @@ def restore(
     from forgectl import pipeline
     from forgectl.backends.restorer import Restorer
     from forgectl.errors import ForgectlError, UsageError
-    from forgectl.outputs import atomic_write
+    from forgectl.outputs import ResultsLog
     from forgectl.restore import RESTORE_SUFFIXES, write_restoration
 
     if mode not in MODES:
@@ -79,7 +79,7 @@ def restore(
     batch = len(plan) > 1 or any(Path(p).is_dir() for p in paths)
     out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        log = stack.enter_context(atomic_write(out / "results.jsonl", "w")) if batch else None
+        log = stack.enter_context(ResultsLog(out / "results.jsonl")) if batch else None
         for item in plan:
             try:
                 record = write_restoration(
