@@ -66,8 +66,7 @@ _ENTRIES: dict[str, MethodEntry] = {
                     "forgectl.recipes.reconwave"),
         MethodEntry("mun", "forgectl.backends.mun:MunBackend", "forgectl.recipes.mun",
                     "untrained"),
-        MethodEntry("focal", "forgectl.backends.focal:FocalBackend", "forgectl.recipes.focal",
-                    "untrained"),
+        MethodEntry("focal", "forgectl.backends.focal:FocalBackend", "forgectl.recipes.focal"),
         MethodEntry("noiseprint", None, "forgectl.recipes.noiseprint", "component"),
         MethodEntry("ela", "forgectl.backends.ela:ElaBackend"),
         MethodEntry("copymove", "forgectl.backends.copymove:CopyMoveBackend"),
@@ -89,6 +88,11 @@ def available() -> list[str]:
     return [e.name for e in _ENTRIES.values() if e.status == "ready"]
 
 
+def methods() -> list[str]:
+    """Every method name (ready or untrained; not components), in registry order."""
+    return [e.name for e in _ENTRIES.values() if e.backend is not None]
+
+
 def trainable() -> list[str]:
     """Names ``forgectl train`` accepts (entries with a recipe)."""
     return [e.name for e in _ENTRIES.values() if e.recipe is not None]
@@ -103,7 +107,7 @@ def entry(name: str) -> MethodEntry:
     try:
         return _ENTRIES[name]
     except KeyError:
-        known = ", ".join(e.name for e in _ENTRIES.values() if e.backend is not None)
+        known = ", ".join(methods())
         raise UsageError(f"unknown method {name!r} (known: {known})") from None
 
 

@@ -153,13 +153,12 @@ class FocalBackend(LearnedBackend):
         labels = labels[:image.height, :image.width].astype(np.float32)
         cluster_view = labels / max(1.0, float(labels.max())) if labels.max() > 0 else labels
         structure = structure_features(found)
-        score, score_kind = found.score, "raw cluster-structure score (no calibration for "
+        score, score_kind = found.score, "raw cluster-structure score (no calibration)"
         calibration = self.model_card().get("calibration") or {}
-        setup = self.score_setup(second is not None)
-        if calibration.get("setup") == setup:
+        if calibration.get("setup") == self.score_setup(second is not None):
             score, score_kind = calibrated_score(structure, calibration["coef"]), "calibrated"
-        else:
-            score_kind += f"{setup})"
+        elif calibration:
+            score_kind = "raw cluster-structure score (the calibration is for another setup)"
         facts = {**found.facts, "extractors": names, "fused": second is not None,
                  "clusters_found": int(len(found.sizes)), "structure": structure,
                  "score_kind": score_kind}

@@ -12,12 +12,14 @@ import typer
 from forgectl.commands._options import OutDirOpt, ThresholdOpt
 
 
-def _split_methods(text: str, known: list[str]) -> list[str]:
+def _split_methods(text: str, ready: list[str], known: list[str]) -> list[str]:
+    """Method names from ``--methods``: ``all`` is every ready method; a name may also be an
+    untrained one (its weights then come from ``--weights``)."""
     from forgectl.errors import UsageError
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["all"]:
-        return list(known)
+        return list(ready)
     if not names:
         raise UsageError("--methods: give at least one method name")
     for n in names:
@@ -130,7 +132,7 @@ def benchmark(
     from forgectl.evaluation.datasets import load_dataset
     from forgectl.evaluation.perturb import Perturbation, parse_spec
 
-    names = _split_methods(methods, registry.available())
+    names = _split_methods(methods, registry.available(), registry.methods())
     settings: list[Perturbation | None] = [] if (no_clean and perturb) else [None]
     for spec in perturb or []:
         settings.extend(s for s in parse_spec(spec) if s not in settings)

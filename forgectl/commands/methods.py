@@ -44,7 +44,7 @@ def methods(
     if name is not None:
         _one(_row(name), as_json)
         return
-    names = [e.name for e in registry.entries() if e.backend is not None]
+    names = registry.methods()
     rows = [_row(n) for n in names]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
