@@ -311,6 +311,8 @@ class TorchScriptRunner:
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
         with torch.inference_mode():
             outs = self.module(*args)
+        # A graph with one output returns the tensor itself, not a 1-tuple.
+        outs = outs if isinstance(outs, tuple | list) else (outs,)
         return {n: o.numpy() for n, o in zip(self.output_names, outs, strict=True)}
 
 

@@ -120,7 +120,7 @@ def check_method_panels(html: str, record: dict) -> None:
         assert 0.0 <= entry["score"] <= 1.0
         if entry["applicable"]:
             # heatmap + overlay, plus one small panel per extra map
-            assert card.count(IMG_SRC) == 2 + len(entry["maps"])
+            assert card.count(IMG_SRC) == 2 + len(entry["maps"]) + len(entry["figures"])
             assert decode_first_png(card).ndim == 3
         else:
             assert IMG_SRC not in card

@@ -214,6 +214,7 @@ def method_record(entry: MethodEntry) -> dict[str, Any]:
         "note": "" if result is None else result.note,
         "facts": {} if result is None else result.facts,
         "maps": [] if result is None else sorted(result.maps),
+        "figures": [] if result is None else sorted(result.figures),
         "error": entry.error or None,
         "elapsed_s": entry.elapsed_s,
     }
