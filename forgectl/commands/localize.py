@@ -29,6 +29,8 @@ EXIT_GATE = 3
 EXIT_INTERNAL = 70
 #: Backend constructor arguments that have their own command-line options.
 RESERVED_PARAMS = ("weights", "threshold", "runtime")
+#: Where the images run: this machine (one worker process) or a Ray cluster (docs/SCALE.md).
+ENGINES = ("local", "ray")
 
 
 def parse_params(items: list[str]) -> dict[str, object]:
@@ -102,6 +104,24 @@ def localize(
                      "or a crashing decoder fails one image, not the batch. --no-isolate runs "
                      "in this process (no --timeout, no --max-memory)."),
     ] = True,
+    engine: Annotated[
+        str,
+        typer.Option("--engine", help="local: images one after another in one worker process "
+                     "on this machine; ray: a pool of workers, one per CPU of a Ray cluster "
+                     "(needs the ray extra; docs/SCALE.md). Same outputs."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", show_default=False,
+                     help="--engine ray: the cluster to use (host:port that `ray start --head` "
+                     "printed); default: a local Ray started for this run."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", min=1, show_default=False,
+                     help="--engine ray: number of workers (default: one per CPU of the "
+                     "cluster; for a local Ray, the CPUs it may use)."),
+    ] = None,
 ) -> None:
     """Localize manipulations: write <stem>.mask.png, .heatmap.png, .overlay.png and .json.
 
@@ -116,6 +136,7 @@ def localize(
 
     if not isolate and (timeout is not None or max_memory is not None):
         raise UsageError("--timeout and --max-memory need the worker process: drop --no-isolate")
+    _check_engine(engine, address, workers)
     files, problems = pipeline.collect_inputs(paths, recursive=recursive)
     options = parse_params(param or [])
     backend = registry.load(method, weights=weights, threshold=threshold, runtime=runtime,
@@ -146,8 +167,16 @@ def localize(
             typer.echo(_line(record))
     todo = [item for i, item in enumerate(plan) if i not in finished]
 
-    if isolate:
-        runner: pipeline.IsolatedRunner | pipeline.InProcessRunner = pipeline.IsolatedRunner(
+    runner: Any
+    if engine == "ray":
+        from forgectl.engine_ray import RayRunner
+
+        runner = RayRunner(backend, out, max_pixels, address=address, workers=workers,
+                           isolate=isolate,
+                           timeout=pipeline.DEFAULT_TIMEOUT_S if timeout is None else timeout,
+                           max_memory_mb=max_memory)
+    elif isolate:
+        runner = pipeline.IsolatedRunner(
             backend, max_pixels,
             timeout=pipeline.DEFAULT_TIMEOUT_S if timeout is None else timeout,
             max_memory_mb=pipeline.default_max_memory_mb() if max_memory is None else max_memory)
@@ -167,22 +196,14 @@ def localize(
                 progress = Progress(transient=True)
                 progress.start()
                 task = progress.add_task(f"{method}", total=len(todo))
-            for item in todo:
-                try:
-                    record = runner.run(item)
-                except pipeline.StopBatch as stop:
-                    stopped = stop.signum
-                    break
-                record = pipeline.batch_record(record, item)
-                counts.add(record, fail_on)
-                if "error" in record:
-                    typer.echo(f"forgectl: {item.path}: error: {record['error']}", err=True)
-                elif not record.get("applicable", True):
-                    typer.echo(f"forgectl: {item.path}: not applicable: {record['note']}",
-                               err=True)
-                emit_record(record, log, json_stdout)
-                if progress is not None:
-                    progress.advance(task)
+            try:
+                for item, record in _records(runner, todo):
+                    _report(pipeline.batch_record(record, item), item, counts, fail_on, log,
+                            json_stdout)
+                    if progress is not None:
+                        progress.advance(task)
+            except pipeline.StopBatch as stop:
+                stopped = stop.signum
     except OutputError as exc:
         raise OutputError(f"{exc} ({counts.done} of {len(plan)} image(s) done; make room or "
                           "fix the folder, then rerun with --resume)") from exc
@@ -192,8 +213,11 @@ def localize(
         if log is not None:
             log.close()
 
-    engine = "" if runtime == "torch" else f" ({runtime})"
-    summary = f"forgectl: {counts.done} image(s) analysed with {method}{engine}"
+    where = "" if runtime == "torch" else f" ({runtime})"
+    if engine == "ray" and getattr(runner, "pool_size", 0):
+        where += f" on Ray ({runner.pool_size} worker(s)"
+        where += f", {runner.retried} image(s) retried)" if runner.retried else ")"
+    summary = f"forgectl: {counts.done} image(s) analysed with {method}{where}"
     if finished:
         summary += f" ({len(finished)} finished earlier, kept)"
     summary += f", {counts.failed} failed"
@@ -204,9 +228,10 @@ def localize(
         import signal
 
         left = len(plan) - counts.done - counts.failed + len(problems)
-        typer.echo(f"forgectl: interrupted by {signal.Signals(stopped).name}: the image in "
-                   f"progress was dropped, {left} not analysed; rerun with --resume to finish",
-                   err=True)
+        dropped = ("the images in progress were dropped" if engine == "ray"
+                   else "the image in progress was dropped")
+        typer.echo(f"forgectl: interrupted by {signal.Signals(stopped).name}: {dropped}, "
+                   f"{left} not analysed; rerun with --resume to finish", err=True)
         raise typer.Exit(128 + stopped)
     if counts.internal:
         raise typer.Exit(EXIT_INTERNAL)
@@ -214,6 +239,45 @@ def localize(
         raise typer.Exit(EXIT_GATE)
     if counts.failed or not plan:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _check_engine(engine: str, address: str | None, workers: int | None) -> None:
+    """Usage errors of --engine, --address and --workers (before any work)."""
+    from forgectl.errors import UsageError
+
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine != "ray":
+        if address is not None:
+            raise UsageError("--address needs --engine ray")
+        if workers is not None:
+            raise UsageError("--workers needs --engine ray (the local engine runs one worker)")
+        return
+    from forgectl.engine_ray import ray_available
+
+    if not ray_available():
+        raise UsageError("--engine ray needs Ray: pip install 'forgectl[ray]'")
+
+
+def _records(runner: Any, todo: list) -> Iterator[tuple[Any, dict]]:
+    """``(item, record)`` for each image to analyse, in input order (the Ray engine runs them
+    in parallel and buffers early ones; the local runners one after another)."""
+    if hasattr(runner, "records"):
+        yield from runner.records(todo)
+        return
+    for item in todo:
+        yield item, runner.run(item)
+
+
+def _report(record: dict, item: Any, counts: _Counts, fail_on: float | None, log: Any,
+            json_stdout: bool) -> None:
+    """Count an image's record, say on stderr what went wrong with it, log and print it."""
+    counts.add(record, fail_on)
+    if "error" in record:
+        typer.echo(f"forgectl: {item.path}: error: {record['error']}", err=True)
+    elif not record.get("applicable", True):
+        typer.echo(f"forgectl: {item.path}: not applicable: {record['note']}", err=True)
+    emit_record(record, log, json_stdout)
 
 
 def _line(record: dict) -> str:
