@@ -206,12 +206,7 @@ def _node_cpus() -> int:
 
 
 def _fatal(name: str, message: str, code: int) -> ForgectlError:
-    cls = getattr(errors, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, ForgectlError)):
-        cls = ForgectlError
-    exc = cls(message)
-    exc.exit_code = code
-    return exc
+    return errors.rebuild(name, message, code)
 
 
 # --------------------------------------------------------------------------- the driver

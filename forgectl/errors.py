@@ -53,3 +53,14 @@ def describe(exc: BaseException, limit: int = 200) -> str:
     if not text:
         text = type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def rebuild(name: str, message: str, code: int) -> ForgectlError:
+    """A :class:`ForgectlError` sent across a process boundary as (class name, message, exit
+    code), raised again on this side as the same class when it is one of ours."""
+    cls = globals().get(name)
+    if not (isinstance(cls, type) and issubclass(cls, ForgectlError)):
+        cls = ForgectlError
+    exc = cls(message)
+    exc.exit_code = code
+    return exc

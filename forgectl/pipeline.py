@@ -446,12 +446,7 @@ def _worker_main(conn: Any, backend: Backend, max_pixels: int | None,
 
 
 def _fatal(name: str, message: str, code: int) -> ForgectlError:
-    cls = getattr(errors, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, ForgectlError)):
-        cls = ForgectlError
-    exc = cls(message)
-    exc.exit_code = code
-    return exc
+    return errors.rebuild(name, message, code)
 
 
 def _exit_reason(exitcode: int | None) -> str:
