@@ -16,7 +16,6 @@ from a fork of this one (see :func:`_context`).
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import signal
@@ -39,6 +38,7 @@ from forgectl.outputs import (
     to_json,
     write_result_files,
 )
+from forgectl.weights import sha256_file
 
 #: Per-image time limit of ``localize`` (seconds; 0 = none).
 DEFAULT_TIMEOUT_S = 600.0
@@ -244,14 +244,6 @@ def batch_record(record: dict[str, Any], item: InputFile) -> dict[str, Any]:
     return out
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def completed_record(item: InputFile, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The record of an earlier run's outputs for ``item`` if they are complete and valid for
     ``settings`` (:func:`run_settings`), else None.
@@ -273,10 +265,10 @@ def completed_record(item: InputFile, settings: dict[str, Any]) -> dict[str, Any
     if not isinstance(digests, dict) or set(digests) != {"mask", "heatmap", "overlay"}:
         return None
     try:
-        if (record.get("input") or {}).get("sha256") != _sha256_file(item.path):
+        if (record.get("input") or {}).get("sha256") != sha256_file(item.path):
             return None
         for kind, digest in digests.items():
-            if _sha256_file(paths[kind]) != digest:
+            if sha256_file(paths[kind]) != digest:
                 return None
     except OSError:
         return None

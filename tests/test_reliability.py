@@ -28,6 +28,7 @@ from forgectl.backends.base import Backend, MethodSpec, Result
 from forgectl.intake import encode_jpeg
 from forgectl.outputs import ResultsLog, read_jsonl
 from forgectl.registry import MethodEntry
+from forgectl.weights import sha256_file
 from tests.helpers import REPO, invoke, natural_image
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "FORGECTL_THREADS": "1", "FORGECTL_DEBUG": ""}
@@ -282,7 +283,7 @@ def test_resume_redoes_what_changed_and_drops_a_torn_last_line(tmp_path):
     assert dropped == 0 and sorted(Path(r["input"]["path"]).name for r in rows) == [
         "img00.jpg", "img01.jpg", "img02.jpg", "img03.jpg"]
     assert pipeline.completed_record(plan[2], settings)["input"]["sha256"] == (
-        pipeline._sha256_file(folder / "img02.jpg"))
+        sha256_file(folder / "img02.jpg"))
 
 
 def test_disk_full_stops_with_exit_74_and_leaves_nothing_half_written(tmp_path, monkeypatch):
