@@ -66,6 +66,8 @@ WINDOW_PER_WORKER = 64
 MIN_WINDOW = 1024
 #: Longest temporary folder Ray's files can go under (its socket paths add about 85 bytes).
 MAX_TEMP_ROOT = 20
+#: Seconds after a stop before the dropped images' files are removed a second time.
+DROP_GRACE_S = 1.0
 #: Seconds to wait for the first worker of the pool to be ready.
 STARTUP_TIMEOUT_S = 600.0
 #: Environment passed from the driver to the workers (a remote node has its own).
@@ -259,6 +261,8 @@ class RayRunner:
         self._slots: list[_Slot] = []
         self._inflight: dict[Any, tuple[_Slot, int]] = {}
         self._items: list[InputFile] = []
+        self._dropped: list[InputFile] = []
+        self._killed_at = 0.0
 
     def request_stop(self, signum: int) -> None:
         """Called from a signal handler: drop the images in progress and stop."""
@@ -355,7 +359,20 @@ class RayRunner:
             try:
                 ray.shutdown()
             finally:
+                self._discard_dropped()
                 self._cleanup_files()
+
+    def _discard_dropped(self) -> None:
+        """Remove the files of the images dropped by a stop once more, a moment after their
+        actors died: an actor's worker process dies a few milliseconds after the actor (its
+        fork server sees the actor gone, then the kernel kills the worker), and may finish
+        writing an image in between."""
+        if not self._dropped:
+            return
+        time.sleep(max(0.0, self._killed_at + DROP_GRACE_S - time.monotonic()))
+        for item in self._dropped:
+            discard_outputs(item.out_stem)
+        self._dropped = []
 
     def _cleanup_files(self) -> None:
         if self._marker is not None:
@@ -403,6 +420,8 @@ class RayRunner:
                 finished[index] = payload
             else:
                 discard_outputs(self._items[index].out_stem)
+                self._dropped.append(self._items[index])
+        self._killed_at = time.monotonic()
         self._inflight.clear()
         return finished
 
