@@ -273,3 +273,45 @@ def mean_or_none(values: Sequence[float | None] | np.ndarray) -> float | None:
     """Mean of the values that are not None; None when there are none."""
     kept = [float(v) for v in values if v is not None]
     return float(np.mean(kept)) if kept else None
+
+
+#: Equal-width probability bins of the calibration measures.
+CALIBRATION_BINS = 10
+
+
+def calibration_bins(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[Any] | np.ndarray,
+    bins: int = CALIBRATION_BINS,
+) -> list[dict[str, float | int]]:
+    """The reliability diagram's points: per equal-width score bin with images in it, the mean
+    score (``confidence``), the fraction of tampered images (``observed``) and the count."""
+    s = np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, 1.0)
+    y = _labels(labels)
+    if s.shape != y.shape:
+        raise ValueError(f"{s.size} scores but {y.size} labels")
+    idx = np.clip(np.floor(s * bins).astype(int), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            out.append({"low": b / bins, "high": (b + 1) / bins,
+                        "confidence": float(s[sel].mean()), "observed": float(y[sel].mean()),
+                        "n": int(sel.sum())})
+    return out
+
+
+def expected_calibration_error(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[Any] | np.ndarray,
+    bins: int = CALIBRATION_BINS,
+) -> float | None:
+    """ECE of image scores read as probabilities of "tampered": the count-weighted mean of
+    |observed fraction - mean score| over equal-width bins (0 = perfectly calibrated).
+
+    Returns:
+        The ECE in [0, 1], or None without scores.
+    """
+    points = calibration_bins(scores, labels, bins)
+    n = sum(int(p["n"]) for p in points)
+    if n == 0:
+        return None
+    return float(sum(p["n"] * abs(p["observed"] - p["confidence"]) for p in points) / n)

@@ -34,7 +34,10 @@ from forgectl.errors import OutputError
 #: Version of the per-image JSON record; bump on incompatible changes.
 SCHEMA_VERSION = "forgectl.result/1"
 
-OUTPUT_SUFFIXES = (".mask.png", ".heatmap.png", ".overlay.png", ".json")
+OUTPUT_SUFFIXES = (".mask.png", ".heatmap.png", ".overlay.png", ".reliability.png", ".json")
+#: Result maps written as their own 8-bit grey PNG (``<stem>.<name>.png``, 255 = 1.0) when a
+#: method gives them: ``reliability`` (``auto``: how much of its evidence sees each pixel).
+MAP_OUTPUTS = ("reliability",)
 #: Errors a write can hit whatever the caller does (a full disk, a read-only file system).
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
@@ -223,11 +226,12 @@ def remove_stale_temporaries(targets: Iterable[Path]) -> int:
 
 
 def output_paths(stem_path: Path) -> dict[str, Path]:
-    """``{"mask", "heatmap", "overlay", "json"}`` -> ``<stem>.mask.png`` ... ``<stem>.json``."""
+    """``{"mask", "heatmap", "overlay", "reliability", "json"}`` -> ``<stem>.mask.png`` ...
+    ``<stem>.json`` (``reliability`` is written only by methods that make it)."""
     return {
         kind: stem_path.with_name(stem_path.name + suffix)
-        for kind, suffix in zip(("mask", "heatmap", "overlay", "json"), OUTPUT_SUFFIXES,
-                                strict=True)
+        for kind, suffix in zip(("mask", "heatmap", "overlay", *MAP_OUTPUTS, "json"),
+                                OUTPUT_SUFFIXES, strict=True)
     }
 
 
@@ -248,9 +252,11 @@ def _glob_escape(name: str) -> str:
 
 
 def write_result_files(
-    stem_path: Path, rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray, record: dict
+    stem_path: Path, rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray, record: dict,
+    maps: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Write ``<stem>.mask.png``, ``.heatmap.png``, ``.overlay.png`` and ``.json``.
+    """Write ``<stem>.mask.png``, ``.heatmap.png``, ``.overlay.png`` (and ``.<name>.png`` for
+    each of :data:`MAP_OUTPUTS` in ``maps``) and ``.json``.
 
     The JSON goes last (an earlier run's JSON is removed first) and holds the other files'
     paths and sha256 and ``"complete": true``, so its presence means the set is complete and
@@ -268,6 +274,10 @@ def write_result_files(
         "heatmap": png_bytes(colorize(heatmap), compress_level=1),
         "overlay": png_bytes(overlay(rgb, heatmap, mask), compress_level=1),
     }
+    for name in MAP_OUTPUTS:
+        if maps and name in maps:
+            grey = np.round(np.clip(maps[name], 0.0, 1.0) * 255).astype(np.uint8)
+            images[name] = png_bytes(grey, compress_level=1)
     try:
         paths["json"].unlink(missing_ok=True)
         for kind, data in images.items():

@@ -262,7 +262,8 @@ def completed_record(item: InputFile, settings: dict[str, Any]) -> dict[str, Any
     if record.get("schema") != SCHEMA_VERSION or record_settings(record) != settings:
         return None
     digests = record.get("output_sha256")
-    if not isinstance(digests, dict) or set(digests) != {"mask", "heatmap", "overlay"}:
+    if (not isinstance(digests, dict) or not {"mask", "heatmap", "overlay"} <= set(digests)
+            or not set(digests) <= set(paths) - {"json"}):
         return None
     try:
         if (record.get("input") or {}).get("sha256") != sha256_file(item.path):
@@ -286,7 +287,8 @@ def process_file(backend: Backend, item: InputFile, max_pixels: int | None = Non
     try:
         image, result, timings = analyze_file(backend, item.path, max_pixels)
         record = build_record(image, result, backend, timings)
-        return write_result_files(item.out_stem, image.rgb, result.heatmap, result.mask, record)
+        return write_result_files(item.out_stem, image.rgb, result.heatmap, result.mask, record,
+                                  result.maps)
     except FATAL_ERRORS:
         raise
     except ForgectlError as exc:

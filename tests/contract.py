@@ -52,7 +52,7 @@ class BackendContract:
 
     def test_spec_matches_registry_name(self, backend):
         assert backend.spec.name == self.method
-        assert backend.spec.kind in ("classical", "learned")
+        assert backend.spec.kind in ("classical", "learned", "fusion")
 
     def test_jpeg_input(self, backend):
         check_result(backend, image_from_array(natural_image(96, 128, seed=1), jpeg_quality=85))

@@ -55,7 +55,7 @@ def localize(
     paths: Annotated[
         list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)
     ],
-    method: MethodOpt = "ela",
+    method: MethodOpt = "auto",
     out: OutDirOpt = Path("forgectl-out"),
     weights: WeightsOpt = None,
     threshold: ThresholdOpt = None,

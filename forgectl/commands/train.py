@@ -73,7 +73,8 @@ def train(
         typer.Option(
             "--dev",
             help="Real dev dataset evaluated at each validation (reported "
-            "only, never used to pick weights).",
+            "only, never used to pick weights). For auto: fitting data too, with a "
+            "cross-validated read-out.",
             show_default=False,
         ),
     ] = None,
@@ -136,6 +137,11 @@ def train(
     for folder in images:
         if not folder.is_dir():
             raise InputError(f"--images: not a folder: {folder}")
+    from forgectl.fusion.recipe import FusionRecipe
+
+    if isinstance(recipe, FusionRecipe):
+        _fit_fusion(recipe, config, images, dev, out, ship, force)
+        return
     evaluator = None
     if dev is not None:
         if not dev.exists():
@@ -181,6 +187,29 @@ def train(
         parts.append(f"dev F1 {final['dev_f1']:.3f}")
     if ship:
         parts.append(f"shipped to {_ship(run_dir / card['weights']['file'], force)}")
+    print("; ".join(parts), file=sys.stdout)
+
+
+def _fit_fusion(recipe: object, config: str, images: list[Path], dev: Path | None,
+                out: Path | None, ship: bool, force: bool) -> None:
+    """``train --method auto``: fit the fusion (no gradient steps; docs/methods/auto.md)."""
+    from forgectl.errors import InputError
+
+    if dev is not None and not dev.exists():
+        raise InputError(f"--dev: not found: {dev}")
+    if ship:
+        _check_ship_target("auto", config, force)
+    run_dir = _run_dir("auto", config, out, False)
+    card = recipe.fit(config, images, dev, run_dir)  # type: ignore[attr-defined]
+    weights = run_dir / card["weights"]["file"]
+    cv = card["metrics"].get("cross_validated_dev") or {}
+    parts = [f"{weights} ({card['weights']['parameters']} numbers, "
+             f"{card['training']['wall_s']:.0f} s)"]
+    if cv:
+        parts.append(f"dev, cross-validated: F1 {cv['f1']}, image AUC {cv['image_auc']}, "
+                     f"authentic FPR {cv['authentic_fpr']}, ECE {cv['ece']}")
+    if ship:
+        parts.append(f"shipped to {_ship(weights, force)}")
     print("; ".join(parts), file=sys.stdout)
 
 

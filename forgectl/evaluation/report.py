@@ -47,6 +47,7 @@ CSV_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("balanced_accuracy_ci_low", ("detection", "balanced_accuracy_ci", 0)),
     ("balanced_accuracy_ci_high", ("detection", "balanced_accuracy_ci", 1)),
     ("score_threshold", ("detection", "score_threshold")),
+    ("ece", ("detection", "ece")),
     ("authentic_fpr", ("authentic", "fpr")),
     ("authentic_fpr_ci_low", ("authentic", "fpr_ci", 0)),
     ("authentic_fpr_ci_high", ("authentic", "fpr_ci", 1)),
@@ -193,6 +194,7 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
         "n/a",
         "image AUC (95% CI)",
         "bal. acc",
+        "ECE",
         "auth. FPR",
         "s/img (median)",
         "img/s",
@@ -225,6 +227,7 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
             str(C["not_applicable"]),
             _with_ci(D["image_auc"], D["image_auc_ci"]),
             _fmt(D["balanced_accuracy"]),
+            _fmt(D.get("ece")),
             _fmt(A["fpr"], 4),
             _fmt(S["median_s_per_image"], 4),
             _fmt(S["images_per_s"], 1),
@@ -380,6 +383,29 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> dict[str, str]:
         write_bytes(folder / "f1_vs_threshold.png", _figure_png(fig))
         plt.close(fig)
         written["f1_vs_threshold"] = str(folder / "f1_vs_threshold.png")
+
+        # Reliability diagram: image scores read as probabilities against observed rates.
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="calibrated")
+        for m, r in clean.items():
+            points = r["detection"].get("calibration") or []
+            if not points:
+                continue
+            ece = r["detection"].get("ece")
+            ax.plot([p["confidence"] for p in points], [p["observed"] for p in points], "o-",
+                    color=colours[m], ms=3, lw=1,
+                    label=f"{m} (ECE {ece:.3f})" if ece is not None else m)
+        ax.set_xlabel("image score (mean in bin)")
+        ax.set_ylabel("fraction of tampered images in bin")
+        ax.set_title("Reliability of the image score (10 bins)", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        write_bytes(folder / "reliability.png", _figure_png(fig))
+        plt.close(fig)
+        written["reliability"] = str(folder / "reliability.png")
 
     from forgectl.evaluation.perturb import KINDS
 

@@ -357,6 +357,10 @@ def summarize(
     det["balanced_accuracy"] = (
         _r(M.balanced_accuracy(scores, labels, score_threshold)) if ok else None
     )
+    # Scores read as probabilities: how far they are from the observed rates (docs/METRICS.md).
+    det["ece"] = _r(M.expected_calibration_error(scores, labels)) if ok else None
+    det["calibration"] = [{k: _r(v) if isinstance(v, float) else v for k, v in p.items()}
+                          for p in M.calibration_bins(scores, labels)] if ok else []
     both = bool(tam) and bool(aut)
     det["image_auc_ci"] = (
         _ci(M.bootstrap_ci((scores, labels), M.image_auc, strata=labels, **boot)) if both else None

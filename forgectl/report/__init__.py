@@ -132,8 +132,16 @@ def _one_line(exc: BaseException) -> str:
     return _clip(f"{type(exc).__name__}: {text}", MAX_TEXT)
 
 
-def run_method(name: str, image: ForensicImage, threshold: float | None = None) -> MethodEntry:
-    """Load and run one registered method; any exception becomes ``entry.error``."""
+def run_method(
+    name: str, image: ForensicImage, threshold: float | None = None,
+    parts: dict[str, MethodEntry] | None = None,
+) -> MethodEntry:
+    """Load and run one registered method; any exception becomes ``entry.error``.
+
+    A method made of other methods (``auto``) exposes what its members said through
+    ``backend.parts()``; those entries are added to ``parts`` so the report shows them without
+    running the members twice.
+    """
     entry = MethodEntry(name=name)
     start = time.perf_counter()
     try:
@@ -144,6 +152,15 @@ def run_method(name: str, image: ForensicImage, threshold: float | None = None) 
         result = backend.localize(image)
         entry.reading = backend.reading(result)
         entry.result = result
+        if parts is not None:
+            for part_name, part_backend, output in getattr(backend, "parts", list)():
+                part_spec = part_backend.spec
+                parts[part_name] = MethodEntry(
+                    name=part_name, kind=part_spec.kind, summary=part_spec.summary,
+                    paper=part_spec.paper, result=output.result,
+                    threshold=part_backend.threshold,
+                    reading=part_backend.reading(output.result),
+                    elapsed_s=round(output.seconds, 3))
     except Exception as exc:  # one failing analyzer must never abort the whole report
         entry.result = None
         entry.error = _one_line(exc)
@@ -154,9 +171,17 @@ def run_method(name: str, image: ForensicImage, threshold: float | None = None) 
 def explain_image(
     image: ForensicImage, methods: list[str], threshold: float | None = None
 ) -> Explanation:
-    """Run each of ``methods`` (registry names, already validated) on ``image``."""
+    """Run each of ``methods`` (registry names, already validated) on ``image``; a member of
+    an earlier fusion method is shown from that run (with ``threshold`` unset, where members
+    use their own thresholds as inside the fusion)."""
     created = datetime.now(UTC).replace(microsecond=0).isoformat()
-    entries = [run_method(name, image, threshold) for name in methods]
+    parts: dict[str, MethodEntry] = {}
+    entries = []
+    for name in methods:
+        if name in parts and threshold is None:
+            entries.append(parts[name])
+        else:
+            entries.append(run_method(name, image, threshold, parts))
     return Explanation(image=image, entries=entries, created=created)
 
 

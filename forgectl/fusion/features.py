@@ -1,0 +1,121 @@
+"""What the fusion reads from its members, as numbers (numpy only: no torch at inference).
+
+Per member ``m`` and pixel, :data:`PIXEL_FEATURES`: the member's heatmap ``value``; its
+``context`` (a box mean over about 4 % of the image's long side: members are noisy pixel by
+pixel and a forgery is a region); ``relative`` (value over the image's own 99th percentile:
+learned members are far less confident on real forgeries than on synthetic ones, so where a map
+peaks matters more than how high); the member's image ``score``; and ``applicable`` (0 with all
+other features 0 when the member cannot read this input, e.g. a DCT method on a PNG).
+
+Per member and image, :data:`IMAGE_FEATURES` for the verdict: score, applicable, the heatmap's
+99th percentile, its mean, and the fraction of pixels at or above 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+PIXEL_FEATURES = ("value", "context", "relative", "score", "applicable")
+IMAGE_FEATURES = ("score", "applicable", "p99", "mean", "flagged")
+#: Box side of the ``context`` feature, as a fraction of the image's long side.
+CONTEXT_FRACTION = 0.04
+#: Added to the 99th percentile before dividing (a flat near-zero map is not "peaked").
+RELATIVE_FLOOR = 0.05
+
+
+@dataclass
+class MemberOutput:
+    """What one member said about one image (the fusion's input).
+
+    Attributes:
+        name: member method name.
+        heatmap: (H, W) float32 in [0, 1].
+        score: the member's image score in [0, 1].
+        applicable: False when the member could not read the input (its heatmap is zeros).
+        seconds: the member's analysis time.
+        result: the member's full Result (kept for ``explain``), when run here.
+        note: why the member is blind, when it failed.
+    """
+
+    name: str
+    heatmap: np.ndarray
+    score: float
+    applicable: bool
+    seconds: float = 0.0
+    result: Any = None
+    note: str = ""
+
+    @classmethod
+    def blind(cls, name: str, shape: tuple[int, int], seconds: float = 0.0,
+              note: str = "") -> MemberOutput:
+        return cls(name=name, heatmap=np.zeros(shape, np.float32), score=0.0,
+                   applicable=False, seconds=seconds, note=note)
+
+
+@dataclass
+class MemberStats:
+    """Per-image summaries of a member's heatmap (computed once, used by both models)."""
+
+    p99: float = 0.0
+    mean: float = 0.0
+    flagged: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def member_stats(out: MemberOutput) -> MemberStats:
+    if not out.applicable or out.heatmap.size == 0:
+        return MemberStats()
+    hm = out.heatmap
+    sample = hm[:: max(1, hm.shape[0] // 512), :: max(1, hm.shape[1] // 512)]
+    return MemberStats(p99=float(np.percentile(sample, 99)), mean=float(hm.mean()),
+                       flagged=float((hm >= 0.5).mean()))
+
+
+def context_side(shape: tuple[int, int]) -> int:
+    """Odd box side for the ``context`` feature of an image of ``shape``."""
+    side = max(3, int(round(CONTEXT_FRACTION * max(shape))))
+    return side | 1
+
+
+def image_features(outputs: list[MemberOutput]) -> np.ndarray:
+    """(len(outputs) * len(IMAGE_FEATURES),) float32, members in the order given."""
+    rows = []
+    for out in outputs:
+        st = member_stats(out)
+        a = 1.0 if out.applicable else 0.0
+        rows.extend([out.score * a, a, st.p99, st.mean, st.flagged])
+    return np.asarray(rows, np.float32)
+
+
+def pixel_features(outputs: list[MemberOutput], rows: np.ndarray | None = None,
+                   cols: np.ndarray | None = None) -> np.ndarray:
+    """Per-pixel features, (N, len(outputs) * len(PIXEL_FEATURES)) float32.
+
+    With ``rows``/``cols`` (index arrays of equal length N) only those pixels are returned (the
+    fitting samples); without, every pixel in row-major order (N = H * W).
+    """
+    shape = outputs[0].heatmap.shape
+    side = context_side(shape)
+    columns = []
+    for out in outputs:
+        if out.applicable:
+            hm = out.heatmap.astype(np.float32, copy=False)
+            ctx = cv2.blur(hm, (side, side), borderType=cv2.BORDER_REFLECT)
+            st = member_stats(out)
+            scale = 1.0 / (st.p99 + RELATIVE_FLOOR)
+            value = hm if rows is None else hm[rows, cols]
+            context = ctx if rows is None else ctx[rows, cols]
+            value = value.reshape(-1)
+            context = context.reshape(-1)
+            relative = np.minimum(value * scale, 2.0)
+            n = value.shape[0]
+            columns += [value, context, relative,
+                        np.full(n, out.score, np.float32), np.ones(n, np.float32)]
+        else:
+            n = shape[0] * shape[1] if rows is None else len(rows)
+            columns += [np.zeros(n, np.float32)] * len(PIXEL_FEATURES)
+    return np.stack(columns, axis=1).astype(np.float32, copy=False)

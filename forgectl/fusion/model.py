@@ -1,0 +1,149 @@
+"""The fitted fusion, numpy only: an image-level verdict and a per-pixel map.
+
+- Verdict: logistic regression on the members' :data:`~forgectl.fusion.features.IMAGE_FEATURES`
+  (standardized): a probability that the image was manipulated, calibrated on the fitting data
+  (its reliability is measured by the expected calibration error, docs/methods/auto.md).
+- Map: a one-hidden-layer perceptron (ReLU; ``hidden = 0`` is plain logistic regression) on the
+  members' :data:`~forgectl.fusion.features.PIXEL_FEATURES` plus the verdict's logit, so that
+  the map can stay dark on an image the verdict calls authentic. Its probability is remapped
+  piecewise-linearly so that ``pixel_threshold`` (chosen when fitting) reads 0.5: the default
+  threshold of every method.
+
+Stored as ``weights/auto-<config>.safetensors`` (float32 arrays) + a model card; every number
+is counted in the card (``weights.parameters``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forgectl.errors import WeightsError
+from forgectl.weights import check_digest, read_card
+
+#: Arrays of a fusion file, with their roles.
+ARRAYS = ("verdict_mean", "verdict_scale", "verdict_coef", "verdict_bias",
+          "pixel_mean", "pixel_scale", "hidden_w", "hidden_b", "out_w", "out_b")
+#: Logit clip (a probability of exactly 0 or 1 would be a claim no fitted model can make).
+LOGIT_CLIP = 12.0
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -LOGIT_CLIP * 3, LOGIT_CLIP * 3)))
+
+
+def logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class FusionModel:
+    """A fitted fusion over ``members`` (order matters: features are stacked in it).
+
+    Shapes (Fi = members x image features, Fp = members x pixel features + 1, H = hidden):
+    ``verdict_mean/scale/coef (Fi,)``, ``verdict_bias (1,)``, ``pixel_mean/scale (Fp,)``,
+    ``hidden_w (Fp, H)``, ``hidden_b (H,)``, ``out_w (H,)`` (or ``(Fp,)`` when H = 0),
+    ``out_b (1,)``.
+    """
+
+    members: list[str]
+    arrays: dict[str, np.ndarray]
+    pixel_threshold: float = 0.5
+    contributions: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [k for k in ARRAYS if k not in self.arrays]
+        if missing:
+            raise WeightsError(f"fusion weights lack {', '.join(missing)}")
+        self.arrays = {k: np.asarray(v, np.float32) for k, v in self.arrays.items()}
+        if not 0.0 < self.pixel_threshold < 1.0:
+            raise WeightsError("fusion pixel_threshold must be in (0, 1)")
+
+    @property
+    def parameters(self) -> int:
+        """Fitted numbers (standardization constants included)."""
+        return int(sum(a.size for a in self.arrays.values())) + 1
+
+    def verdict(self, image_feats: np.ndarray) -> float:
+        """P(manipulated) from ``(Fi,)`` image features."""
+        a = self.arrays
+        z = (image_feats - a["verdict_mean"]) / a["verdict_scale"]
+        return float(_sigmoid(np.dot(z, a["verdict_coef"]) + a["verdict_bias"][0]))
+
+    def pixel_probability(self, pixel_feats: np.ndarray, verdict: float) -> np.ndarray:
+        """(N,) per-pixel probability from ``(N, Fp - 1)`` features and the image's verdict."""
+        a = self.arrays
+        n = pixel_feats.shape[0]
+        out = np.empty(n, np.float32)
+        v = np.float32(logit(verdict))
+        # Chunks bound the hidden layer's memory on a 12 MP image (N x H floats).
+        for start in range(0, n, 1 << 20):
+            x = pixel_feats[start:start + (1 << 20)]
+            x = np.concatenate([x, np.full((x.shape[0], 1), v, np.float32)], axis=1)
+            x = (x - a["pixel_mean"]) / a["pixel_scale"]
+            if a["hidden_w"].size:
+                x = np.maximum(x @ a["hidden_w"] + a["hidden_b"], 0.0)
+            out[start:start + x.shape[0]] = _sigmoid(x @ a["out_w"] + a["out_b"][0])
+        return out
+
+    def to_map(self, probability: np.ndarray) -> np.ndarray:
+        """Remap probabilities so ``pixel_threshold`` reads 0.5 (monotone, [0, 1] onto [0, 1])."""
+        t = self.pixel_threshold
+        p = np.asarray(probability, np.float32)
+        return np.where(p < t, 0.5 * p / t, 0.5 + 0.5 * (p - t) / (1 - t)).astype(np.float32)
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: Path, card: dict[str, Any]) -> dict[str, Any]:
+        """Write ``path`` (safetensors) and its card; returns the card as written."""
+        from safetensors.numpy import save_file
+
+        from forgectl.outputs import write_json
+        from forgectl.weights import card_path, sha256_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, str(tmp))
+        tmp.replace(path)
+        card = dict(card)
+        card["config"] = {**card.get("config", {}), "members": self.members,
+                          "pixel_threshold": self.pixel_threshold}
+        card["contributions"] = self.contributions
+        card["weights"] = {"file": path.name, "sha256": sha256_file(path),
+                           "bytes": path.stat().st_size, "dtype": "float32",
+                           "parameters": self.parameters}
+        write_json(card_path(path), card)
+        return card
+
+    @classmethod
+    def load(cls, path: Path) -> FusionModel:
+        """Read a fusion file, checking its card's sha256.
+
+        Raises:
+            WeightsError: missing, unreadable or mismatching file or card.
+        """
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsError(f"fusion weights not found: {path} (fit them with `forgectl "
+                               "train --method auto`)")
+        card = read_card(path)
+        if card is None:
+            raise WeightsError(f"{path.name} has no model card ({path.with_suffix('.json')})")
+        check_digest(path, card)
+        try:
+            arrays = load_file(str(path))
+        except Exception as exc:
+            raise WeightsError(f"cannot read {path.name}: {exc}") from None
+        config = card.get("config", {})
+        members = config.get("members")
+        if not isinstance(members, list) or not members:
+            raise WeightsError(f"{path.name}'s card names no members")
+        return cls(members=[str(m) for m in members], arrays=arrays,
+                   pixel_threshold=float(config.get("pixel_threshold", 0.5)),
+                   contributions=dict(card.get("contributions", {})))

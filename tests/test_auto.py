@@ -1,0 +1,195 @@
+"""`--method auto`: the fusion's model, fitting, backend, CLI default and explain headline.
+
+A tiny fusion over two cheap classical members (ela, noise) is fitted here on fabricated
+member outputs, so nothing depends on the shipped weights; the shipped fusion goes through the
+registry contract (tests/test_contract.py) like every ready method.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forgectl import metrics as M
+from forgectl import registry
+from forgectl.errors import WeightsError
+from forgectl.fusion.collect import LabelledImage
+from forgectl.fusion.features import PIXEL_FEATURES, MemberOutput, image_features, pixel_features
+from forgectl.fusion.fit import FitConfig, evaluate, fit_all, fit_model, predict, prepare
+from forgectl.fusion.model import FusionModel
+from forgectl.intake import image_from_array
+from tests.helpers import natural_image
+
+MEMBERS = ["ela", "noise"]
+
+
+def _example(i: int, rng: np.random.Generator, tampered: bool, group: str) -> LabelledImage:
+    """Member "ela" sees the forgery (its map is the mask plus noise, its score high on
+    forgeries); member "noise" sees nothing (uniform noise)."""
+    h, w = 48, 64
+    truth = np.zeros((h, w), bool)
+    if tampered:
+        y, x = rng.integers(0, h - 16), rng.integers(0, w - 20)
+        truth[y:y + 16, x:x + 20] = True
+    seeing = np.clip(0.7 * truth + 0.25 * rng.random((h, w)), 0, 1).astype(np.float32)
+    blind = rng.random((h, w)).astype(np.float32)
+    outputs = {
+        "ela": MemberOutput("ela", seeing, 0.6 + 0.3 * rng.random() if tampered
+                            else 0.4 * rng.random(), True),
+        "noise": MemberOutput("noise", blind, float(rng.random()), True),
+    }
+    image = image_from_array(natural_image(h, w, seed=i))
+    return LabelledImage(f"{group}/{i}", group, image, truth, tampered, outputs)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[FusionModel, list[LabelledImage]]:
+    rng = np.random.default_rng(0)
+    examples = [_example(i, rng, i % 2 == 0, "dev" if i < 40 else "synthetic")
+                for i in range(60)]
+    data = prepare(examples, MEMBERS, "dev")
+    model = fit_model(data, np.arange(len(examples)), FitConfig(hidden=4, max_iter=60))
+    return model, examples
+
+
+def test_fit_learns_the_member_that_sees(fitted):
+    model, examples = fitted
+    figures = evaluate([(ex, *predict(model, ex)) for ex in examples])
+    assert figures["f1"] > 0.8
+    assert figures["image_auc"] > 0.95
+    assert figures["authentic_fpr"] < 0.05
+
+
+def test_cross_validated_read_out_and_contributions():
+    rng = np.random.default_rng(1)
+    examples = [_example(i, rng, i % 2 == 0, "dev" if i < 30 else "synthetic")
+                for i in range(40)]
+    data = prepare(examples, MEMBERS, "dev")
+    model, report = fit_all(data, FitConfig(hidden=0), folds=3)
+    cv = report["cross_validated_dev"]
+    assert cv["n_tampered"] + cv["n_authentic"] == 30  # every dev image scored out of fold
+    assert cv["f1"] > 0.6 and cv["ece"] is not None
+    assert model.contributions["ela"] > model.contributions["noise"]
+
+
+def test_blind_member_has_zero_features():
+    shape = (8, 10)
+    outs = [MemberOutput("ela", np.full(shape, 0.7, np.float32), 0.9, True),
+            MemberOutput.blind("noise", shape)]
+    px = pixel_features(outs)
+    n = len(PIXEL_FEATURES)
+    assert px.shape == (80, 2 * n)
+    assert not px[:, n:].any() and px[:, n - 1].all()  # ``applicable`` column of ela
+    assert image_features(outs)[5:].sum() == 0
+
+
+def test_map_threshold_reads_one_half(fitted):
+    model, _ = fitted
+    t = model.pixel_threshold
+    p = np.array([0.0, t / 2, t, (1 + t) / 2, 1.0], np.float32)
+    out = model.to_map(p)
+    assert out[2] == pytest.approx(0.5) and out[0] == 0 and out[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(out) > 0)
+
+
+def test_save_load_round_trip_and_digest(fitted, tmp_path):
+    model, examples = fitted
+    path = tmp_path / "auto-tiny.safetensors"
+    card = model.save(path, {"format": "forgectl.model_card/1", "method": "auto"})
+    assert card["weights"]["parameters"] == model.parameters < 1000
+    again = FusionModel.load(path)
+    assert again.members == MEMBERS and again.pixel_threshold == model.pixel_threshold
+    v1, m1 = predict(model, examples[0])
+    v2, m2 = predict(again, examples[0])
+    assert v1 == pytest.approx(v2) and np.allclose(m1, m2)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        FusionModel.load(path)
+
+
+@pytest.fixture
+def weights_dir(fitted, tmp_path, monkeypatch) -> Iterator[Path]:
+    """A weights folder holding only a fusion over ela and noise, as if shipped."""
+    model, _ = fitted
+    folder = tmp_path / "weights"
+    model.save(folder / "auto-tiny.safetensors", {"format": "forgectl.model_card/1",
+                                                   "method": "auto"})
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(folder))
+    entry = registry.entry("auto")
+    with registry.registered(registry.MethodEntry(entry.name, entry.backend, entry.recipe)):
+        yield folder
+
+
+def test_localize_defaults_to_auto(weights_dir, tmp_path, cli):
+    from PIL import Image
+
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(natural_image(64, 80, seed=5)).save(photo, quality=90)
+    res = cli(["localize", photo, "--out", tmp_path / "out", "--no-isolate"])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "out" / "photo.json").read_text())
+    assert record["method"]["name"] == "auto"
+    members = record["facts"]["members"]
+    assert [m["method"] for m in members] == MEMBERS
+    assert all(m["seconds"] >= 0 and "contribution" in m for m in members)
+    assert (tmp_path / "out" / "photo.reliability.png").is_file()
+
+
+def test_members_option(weights_dir, tmp_path, cli):
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(natural_image(40, 40, seed=6)).save(photo)
+    bad = cli(["localize", photo, "-p", "members=ela,omni", "--out", tmp_path / "o"])
+    assert bad.exit_code == 2 and "omni" in bad.output and "\n" not in bad.output.strip()
+    ok = cli(["localize", photo, "-p", "members=ela", "--out", tmp_path / "o", "--no-isolate"])
+    assert ok.exit_code == 0, ok.output
+    record = json.loads((tmp_path / "o" / "p.json").read_text())
+    noise = [m for m in record["facts"]["members"] if m["method"] == "noise"][0]
+    assert not noise["applicable"] and noise["note"] == "not selected"
+
+
+def test_explain_opens_with_the_fusion_and_reuses_members(weights_dir, monkeypatch):
+    from forgectl import report
+
+    calls: list[str] = []
+    load = registry.load
+
+    def counting_load(name, **kw):
+        calls.append(name)
+        return load(name, **kw)
+
+    monkeypatch.setattr(registry, "load", counting_load)
+    image = image_from_array(natural_image(64, 64, seed=7), jpeg_quality=90)
+    explanation = report.explain_image(image, ["auto", "ela", "noise"])
+    assert [e.name for e in explanation.entries] == ["auto", "ela", "noise"]
+    assert calls.count("ela") == 1 and calls.count("noise") == 1  # members ran once
+    head = explanation.entries[0]
+    assert "reliability" in head.result.maps and head.reading.split(":")[0] in (
+        "manipulated", "no manipulation found")
+
+
+def test_calibration_metrics():
+    y = np.array([0] * 50 + [1] * 50)
+    assert M.expected_calibration_error(np.full(100, 0.5), y) == pytest.approx(0.0)
+    assert M.expected_calibration_error(np.where(y == 1, 1.0, 0.0), y) == pytest.approx(0.0)
+    assert M.expected_calibration_error(np.full(100, 0.95), y) == pytest.approx(0.45)
+    points = M.calibration_bins(np.array([0.05, 0.15, 0.95]), np.array([0, 0, 1]))
+    assert [p["n"] for p in points] == [1, 1, 1]
+
+
+def test_untrained_auto_refuses_in_one_line(tmp_path, monkeypatch, cli):
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(tmp_path))
+    photo = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(natural_image(32, 32, seed=8)).save(photo)
+    res = cli(["localize", photo, "--out", tmp_path / "o"])
+    assert res.exit_code != 0
+    assert len(res.output.strip().splitlines()) == 1
