@@ -174,6 +174,8 @@ def run_settings(backend: Backend) -> dict[str, Any]:
         "runtime": backend.runtime if spec.kind == "learned" else None,
         "threshold": backend.threshold,
         "options": _jsonable(backend.options),
+        # The --restore pre-stage (forgectl.restore.RestoringBackend; None when off).
+        "restore": _jsonable(getattr(backend, "restore_settings", lambda: None)()),
     }
 
 
@@ -187,6 +189,7 @@ def record_settings(record: dict[str, Any]) -> dict[str, Any]:
         "runtime": method.get("runtime"),
         "threshold": method.get("threshold"),
         "options": method.get("options"),
+        "restore": (record.get("restoration") or {}).get("settings"),
     }
 
 
@@ -199,7 +202,7 @@ def build_record(
     ``complete``.
     """
     spec = backend.spec
-    return {
+    record = {
         "schema": SCHEMA_VERSION,
         "forgectl_version": __version__,
         "input": image.facts(),
@@ -221,6 +224,11 @@ def build_record(
         "facts": result.facts,
         "timings": timings,
     }
+    # The --restore pre-stage's decision for this image (docs/RESTORE.md); absent when off.
+    stage = getattr(backend, "restore_stage_record", None)
+    if stage is not None:
+        record["restoration"] = {**stage, "settings": backend.restore_settings()}
+    return record
 
 
 def error_record(path: Path, message: str, method: str, kind: str = "input") -> dict[str, Any]:

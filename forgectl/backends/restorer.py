@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from forgectl.analysis.disturbance import clipped_values
 from forgectl.analysis.restoration import (
     check_rgb,
     exact_inverse,
@@ -57,6 +58,9 @@ class Classification:
     confidence: float
     probabilities: dict[str, float]
     condition: Any  # (1, 5) torch tensor passed to the restorer
+    #: The strength heads' outputs whatever the class (``decide(force=True)`` needs them).
+    alpha_head: float = 0.0
+    beta_head: float = 1.0
 
 
 class Restorer:
@@ -115,6 +119,8 @@ class Restorer:
                 c: round(float(p), 4) for c, p in zip(DISTURBANCE_CLASSES, probs, strict=True)
             },
             condition=cond,
+            alpha_head=round(float(out["alpha"][0]), 4),
+            beta_head=round(float(out["beta"][0]), 4),
         )
 
     def restore(self, rgb: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
@@ -122,6 +128,18 @@ class Restorer:
 
         With no disturbance seen (class ``none``, or confidence below ``min_confidence``) the
         result is a copy of the input and ``facts["restored"]`` is False.
+        """
+        facts = self.decide(rgb)
+        return self.apply(rgb, facts), facts
+
+    def decide(self, rgb: np.ndarray, force: bool = False) -> dict[str, Any]:
+        """The decision alone (classifier, then the pixel checks): the facts of :meth:`restore`
+        without running the restorer network, so a caller that will not use restored pixels
+        pays only for the classifier.
+
+        ``force``: when the classifier says ``none`` or is below ``min_confidence``, try its
+        likeliest disturbance anyway (``--restore on``: the user says the photo was edited);
+        the pixel checks can still veto it. ``facts["forced"]`` says when that happened.
         """
         c = self.classify(rgb)
         facts: dict[str, Any] = {
@@ -134,26 +152,41 @@ class Restorer:
             "probabilities": c.probabilities,
             "min_confidence": self.min_confidence,
         }
-        if c.type == "none" or c.confidence < self.min_confidence:
-            facts["restored"] = False
-            return rgb.copy(), facts
-        checked = refine_decision(rgb, c.type, c.alpha, c.beta)
+        kind, alpha, beta = c.type, c.alpha, c.beta
+        if kind == "none" or c.confidence < self.min_confidence:
+            if not force:
+                facts["restored"] = False
+                return facts
+            kind = max(("brightness", "contrast"), key=lambda k: c.probabilities[k])
+            alpha = c.alpha_head if kind == "brightness" else None
+            beta = c.beta_head if kind == "contrast" else None
+            facts["forced"] = {"type": kind, "alpha": alpha, "beta": beta}
+        checked = refine_decision(rgb, kind, alpha, beta)
         facts.update(checked)
         if checked["veto"]:
-            facts["classifier_type"] = c.type
+            facts["classifier_type"] = kind
             facts["restored"] = False
-            return rgb.copy(), facts
+            return facts
         facts["restored"] = True
-        exact, lost = exact_inverse(rgb, facts["type"], facts["alpha"], facts["beta"])
+        lost = clipped_values(rgb, facts["type"], facts["alpha"], facts["beta"])
         facts["clipped_fraction"] = round(float(lost.mean()), 4)
+        return facts
+
+    def apply(self, rgb: np.ndarray, facts: dict[str, Any]) -> np.ndarray:
+        """Restore ``rgb`` as :meth:`decide` decided (a copy of it when nothing was decided):
+        the exact inverse where nothing clipped, the restorer network's fill (projected onto
+        the interval the clean value must lie in) where it did."""
+        if not facts.get("restored"):
+            return rgb.copy()
+        exact, lost = exact_inverse(rgb, facts["type"], facts["alpha"], facts["beta"])
         if not lost.any():  # nothing was clipped: the inverse formula is the whole answer
-            return exact, facts
+            return exact
         net = self._run_tiles(rgb, self._decided_condition(facts), lost.any(axis=2))
         lo, hi = lost_value_range(facts["type"], facts["alpha"], facts["beta"])
         # A clipped value's truth lies in [lo, hi]: projecting the network's estimate onto
         # that interval can only bring it closer.
         filled = np.clip(net, round(lo * 255), round(hi * 255)).astype(np.uint8)
-        return np.where(lost, filled, exact), facts
+        return np.where(lost, filled, exact)
 
     @staticmethod
     def _decided_condition(facts: dict[str, Any]) -> Any:

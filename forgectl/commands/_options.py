@@ -34,3 +34,12 @@ RuntimeOpt = Annotated[
         "with --weights FILE.onnx, see `forgectl export`).",
     ),
 ]
+RestoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--restore",
+        help="Brightness/contrast restoration before the method (docs/RESTORE.md): auto "
+        "(restore when the restoration module sees a disturbance), on (also try its likeliest "
+        "disturbance when unsure), off.",
+    ),
+]

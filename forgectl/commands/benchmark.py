@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from forgectl.commands._options import OutDirOpt, ThresholdOpt
+from forgectl.commands._options import OutDirOpt, RestoreOpt, ThresholdOpt
+from forgectl.restore import DEFAULT_RESTORE_MODE
 
 
 def _split_methods(text: str, ready: list[str], known: list[str]) -> list[str]:
@@ -119,6 +120,7 @@ def benchmark(
         bool, typer.Option("--no-clean", help="With --perturb, skip the unperturbed run.")
     ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
+    restore: RestoreOpt = DEFAULT_RESTORE_MODE,
 ) -> None:
     """Benchmark methods on a dataset: localization, detection, authentic false positives,
     speed; optional robustness sweeps. Writes report.json, report.csv, items.csv, plots/."""
@@ -131,7 +133,9 @@ def benchmark(
     from forgectl.evaluation import runner
     from forgectl.evaluation.datasets import load_dataset
     from forgectl.evaluation.perturb import Perturbation, parse_spec
+    from forgectl.restore import RestoreStage, check_restore_mode
 
+    check_restore_mode(restore)
     names = _split_methods(methods, registry.available(), registry.methods())
     settings: list[Perturbation | None] = [] if (no_clean and perturb) else [None]
     for spec in perturb or []:
@@ -146,10 +150,11 @@ def benchmark(
 
     options = _per_method(param or [], names, "--param")
     weight_files = _weights_by_method(weights or [], names)
+    stage = RestoreStage(restore)
     loaded = {
-        n: registry.load(
+        n: stage.wrap(registry.load(
             n, weights=weight_files.get(n), threshold=threshold, **parse_params(options[n])
-        )
+        ))
         for n in names
     }
 
@@ -200,6 +205,7 @@ def benchmark(
         "bootstrap_resamples": bootstrap,
         "settings": [s.label if s else "clean" for s in settings],
         "perturb": list(perturb or []),
+        "restore": {"mode": restore, **(stage.settings() or {})},
     }
     manifest = runner.run_manifest(data, evaluated, loaded, run_options)
     items = {(r["method"], r["setting"]): r.pop("items") for r in rows}

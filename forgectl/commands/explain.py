@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from forgectl.commands._options import MaxPixelsOpt, OutDirOpt, ThresholdOpt
+from forgectl.commands._options import MaxPixelsOpt, OutDirOpt, RestoreOpt, ThresholdOpt
 from forgectl.intake import DEFAULT_MAX_PIXELS
+from forgectl.restore import DEFAULT_RESTORE_MODE
+
+if TYPE_CHECKING:  # report and the stage import numpy and more: not at `--help` time
+    from forgectl.intake import ForensicImage
+    from forgectl.report import Explanation
+    from forgectl.restore import RestoreStage
 
 HTML_SUFFIX = ".report.html"
 JSON_SUFFIX = ".report.json"
@@ -50,6 +56,7 @@ def explain(
     ] = None,
     threshold: ThresholdOpt = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    restore: RestoreOpt = DEFAULT_RESTORE_MODE,
 ) -> None:
     """Evidence report for one image: <stem>.report.html (self-contained) and .report.json.
 
@@ -60,7 +67,9 @@ def explain(
     from forgectl.errors import InputError
     from forgectl.intake import load_image
     from forgectl.outputs import write_bytes, write_json
+    from forgectl.restore import RestoreStage, check_restore_mode
 
+    check_restore_mode(restore)
     names = parse_methods(methods)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
@@ -70,8 +79,15 @@ def explain(
         raise InputError(f"the report would overwrite the input {image}; choose another --out")
 
     loaded = load_image(image, max_pixels=max_pixels)
-    explanation = report.explain_image(loaded, names, threshold)
+    stage = RestoreStage(restore)
+    if stage.mode == "off":
+        explanation = report.explain_image(loaded, names, threshold)
+        restoration = None
+    else:
+        explanation, restoration = explain_restored(loaded, names, threshold, stage)
     record = report.build_record(explanation)
+    if restoration is not None:
+        record["restoration"] = restoration
     record["outputs"] = {"html": str(html_path)}
     # HTML first, JSON last: the JSON's presence means the report is complete.
     write_bytes(html_path, report.render_html(explanation).encode("utf-8"))
@@ -82,3 +98,72 @@ def explain(
             typer.echo(f"forgectl: {entry.name}: failed: {entry.error}", err=True)
     typer.echo(str(html_path))
     typer.echo(str(json_path))
+
+
+def explain_restored(
+    image: ForensicImage, names: list[str], threshold: float | None, stage: RestoreStage
+) -> tuple[Explanation, dict[str, Any]]:
+    """``report.explain_image`` behind the ``--restore`` stage: one decision for the image,
+    then each method on the input its policy gives it (docs/RESTORE.md); the report keeps the
+    original file's facts and preview.
+
+    Returns:
+        ``(explanation, restoration block)``: the image's decision (mode, fired, kind,
+        parameter, clipped fraction, the module's facts, settings) and ``methods``: per
+        method, its policy and whether it ran on restored pixels.
+    """
+    from datetime import UTC, datetime
+
+    from forgectl import registry, report
+    from forgectl.restore import (
+        OWN,
+        RESTORED,
+        decision_block,
+        method_policy,
+        restored_image,
+        stage_note,
+        stage_record,
+    )
+
+    decision = stage.decide(image.rgb)
+    fired = bool(decision.get("restored"))
+    restored = restored_image(image, stage.restore(image.rgb, decision)) if fired else None
+    created = datetime.now(UTC).replace(microsecond=0).isoformat()
+    parts: dict[str, Any] = {}
+    parts_restored = False  # the input the fusion whose members are in ``parts`` saw
+    entries, per_method = [], {}
+    for name in names:
+        try:
+            policy, why = method_policy(registry.get_spec(name))
+        except Exception:  # a broken registration: run_method reports it as an error panel
+            policy, why = RESTORED, ""
+        sees_restored = fired and policy == RESTORED
+        # A fusion's member entry is reused only if it saw the input this method would see.
+        if name in parts and threshold is None and parts_restored == sees_restored:
+            entry = parts[name]
+        else:
+            run_parts: dict[str, Any] = {}
+            entry = report.run_method(name, restored if sees_restored else image, threshold,
+                                      run_parts)
+            if run_parts:
+                parts, parts_restored = run_parts, sees_restored
+        if policy == OWN:  # its own restoration ran inside it: report what that did
+            own = entry.result.facts.get("restoration") if entry.result is not None else None
+            sees_restored = bool(isinstance(own, dict) and own.get("restored"))
+        elif entry.result is not None and fired:
+            note = stage_note(decision, why, sees_restored)
+            entry.result.facts.setdefault("restoration_stage", note)
+            if sees_restored and not entry.result.note.startswith(note):
+                entry.result.note = f"{note}; {entry.result.note}" if entry.result.note else note
+        entries.append(entry)
+        try:
+            block = stage_record(stage, registry.get_spec(name), decision, sees_restored)
+        except Exception:  # the error panel already says the method is broken
+            continue
+        per_method[name] = {k: block[k] for k in ("method_input", "method_saw_restored",
+                                                 "policy")}
+    summary = decision_block(stage, decision)
+    summary["settings"] = stage.settings()
+    summary["methods"] = per_method
+    return report.Explanation(image=image, entries=entries, created=created), summary
+

@@ -16,12 +16,14 @@ from forgectl.commands._options import (
     MethodOpt,
     OutDirOpt,
     RecursiveOpt,
+    RestoreOpt,
     RuntimeOpt,
     ThresholdOpt,
     WeightsOpt,
 )
 from forgectl.commands._records import emit_record
 from forgectl.intake import DEFAULT_MAX_PIXELS
+from forgectl.restore import DEFAULT_RESTORE_MODE
 
 EXIT_FAILED = 1
 EXIT_GATE = 3
@@ -78,6 +80,7 @@ def localize(
     ] = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     runtime: RuntimeOpt = "torch",
+    restore: RestoreOpt = DEFAULT_RESTORE_MODE,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Skip images whose outputs in --out are complete and were "
@@ -133,7 +136,9 @@ def localize(
     from forgectl import pipeline, registry
     from forgectl.errors import OutputError, UsageError
     from forgectl.outputs import ResultsLog, prepare_folder, remove_stale_temporaries
+    from forgectl.restore import RestoreStage, check_restore_mode
 
+    check_restore_mode(restore)
     if not isolate and (timeout is not None or max_memory is not None):
         raise UsageError("--timeout and --max-memory need the worker process: drop --no-isolate")
     _check_engine(engine, address, workers)
@@ -141,6 +146,7 @@ def localize(
     options = parse_params(param or [])
     backend = registry.load(method, weights=weights, threshold=threshold, runtime=runtime,
                             **options)
+    backend = RestoreStage(restore).wrap(backend)
     plan = pipeline.plan_outputs(files, out)
     pipeline.check_not_overwriting_inputs(plan)
     for problem in problems:
@@ -221,6 +227,8 @@ def localize(
     if finished:
         summary += f" ({len(finished)} finished earlier, kept)"
     summary += f", {counts.failed} failed"
+    if restore != "off":
+        summary += f", {counts.restored} run on restored pixels (--restore {restore})"
     if fail_on is not None:
         summary += f", {counts.flagged} at or above --fail-on {fail_on}"
     typer.echo(f"{summary}; outputs in {out}", err=True)
@@ -290,7 +298,7 @@ class _Counts:
     """Tally of a batch: analysed, failed, internal errors, at or above ``--fail-on``."""
 
     def __init__(self, failed: int = 0) -> None:
-        self.done = self.flagged = self.internal = 0
+        self.done = self.flagged = self.internal = self.restored = 0
         self.failed = failed
 
     def add(self, record: dict, fail_on: float | None) -> None:
@@ -299,6 +307,7 @@ class _Counts:
             self.internal += record.get("error_kind") == "internal"
             return
         self.done += 1
+        self.restored += bool((record.get("restoration") or {}).get("method_saw_restored"))
         if (record.get("applicable") and fail_on is not None
                 and record.get("score", 0.0) >= fail_on):
             self.flagged += 1

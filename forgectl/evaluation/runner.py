@@ -159,6 +159,11 @@ def analyze_item(
         rec["error"] = f"{stage} failed: {type(exc).__name__}: {exc}"
         return rec, None
 
+    # The --restore pre-stage's decision (forgectl.restore.RestoringBackend), when there is one.
+    stage = getattr(backend, "restore_stage_record", None)
+    if stage is not None:
+        rec["restored"] = stage["fired"]
+        rec["method_saw_restored"] = stage["method_saw_restored"]
     rec["status"] = "ok" if result.applicable else "not_applicable"
     rec["note"] = result.note
     rec["score"] = result.score
@@ -183,18 +188,20 @@ def analyze_item(
 _WORKER: dict[str, Any] = {}
 
 
-def _backend_recipe(backend: Backend) -> tuple[str, dict[str, Any]]:
-    """Registry name and constructor arguments that rebuild ``backend`` in another process."""
+def _backend_recipe(backend: Backend) -> tuple[str, dict[str, Any], Any]:
+    """Registry name, constructor arguments and ``--restore`` stage (or None) that rebuild
+    ``backend`` in another process."""
     kwargs: dict[str, Any] = dict(backend.options)
     kwargs["threshold"] = backend.threshold
     if backend.weights_path is not None:
         kwargs["weights"] = str(backend.weights_path)
-    return backend.spec.name, kwargs
+    return backend.spec.name, kwargs, getattr(backend, "restore_stage", None)
 
 
 def _init_worker(
     name: str,
     kwargs: dict[str, Any],
+    stage: Any,
     warm_item: Item,
     perturbation: Perturbation | None,
     thresholds: np.ndarray,
@@ -202,6 +209,8 @@ def _init_worker(
     from forgectl import registry
 
     _WORKER["backend"] = registry.load(name, **kwargs)
+    if stage is not None:
+        _WORKER["backend"] = stage.wrap(_WORKER["backend"])
     _WORKER["memory"] = PeakMemory().start()
     # One untimed pass so lazy imports and first-call set-up are not counted as speed.
     analyze_item(_WORKER["backend"], warm_item, perturbation, thresholds)
@@ -249,7 +258,7 @@ def _run_items(
 
     import multiprocessing
 
-    name, kwargs = _backend_recipe(backend)
+    name, kwargs, stage = _backend_recipe(backend)
     # "spawn": a fresh interpreter per worker, safe with libraries that start threads (torch).
     context = multiprocessing.get_context("spawn")
     peak, source, start_mb = 0.0, "none", None
@@ -259,7 +268,7 @@ def _run_items(
             max_workers=min(workers, len(items)),
             mp_context=context,
             initializer=_init_worker,
-            initargs=(name, kwargs, items[0], perturbation, thresholds),
+            initargs=(name, kwargs, stage, items[0], perturbation, thresholds),
         ) as pool:
             futures = [
                 pool.submit(_worker_task, i, item, perturbation, thresholds)
@@ -458,6 +467,13 @@ def evaluate_backend(
         n_boot=n_boot,
         seed=seed,
     )
+    if any("restored" in r for r in records):  # the --restore pre-stage ran
+        summary["restoration"] = {
+            "restored": sum(bool(r.get("restored")) for r in records),
+            "method_saw_restored": sum(bool(r.get("method_saw_restored")) for r in records),
+            "authentic_restored": sum(bool(r.get("restored")) for r in records
+                                      if r["label"] == "authentic"),
+        }
     seconds = [r["seconds"] for r in records if r["seconds"] is not None]
     analysed = len(seconds)
     summary["speed"] = {
