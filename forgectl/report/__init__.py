@@ -245,6 +245,25 @@ def method_record(entry: MethodEntry) -> dict[str, Any]:
     }
 
 
+def headline(entries: list[MethodEntry]) -> MethodEntry | None:
+    """The entry the report opens with: the first fusion method (``kind == "fusion"``) that
+    ran, whose score is a calibrated verdict over the others; None without one."""
+    for entry in entries:
+        if entry.kind == "fusion" and entry.result is not None:
+            return entry
+    return None
+
+
+def verdict_record(entries: list[MethodEntry]) -> dict[str, Any] | None:
+    head = headline(entries)
+    if head is None or head.result is None:
+        return None
+    return {"method": head.name, "probability_manipulated": _round(head.result.score),
+            "manipulated": head.result.score >= FLAG_SCORE,
+            "tampered_fraction": _round(head.result.tampered_fraction, 6),
+            "reading": head.reading}
+
+
 def build_record(explanation: Explanation) -> dict[str, Any]:
     """The explain JSON (schema ``forgectl.explain/1``)."""
     entries = explanation.entries
@@ -252,6 +271,7 @@ def build_record(explanation: Explanation) -> dict[str, Any]:
         "schema": EXPLAIN_SCHEMA,
         "forgectl_version": __version__,
         "created": explanation.created,
+        "verdict": verdict_record(entries),
         "input": explanation.image.facts(),
         "double_compression": double_compression_evidence(entries),
         "summary": summarize(entries),
@@ -504,6 +524,35 @@ def _summary_section(entries: list[MethodEntry]) -> str:
     )
 
 
+def _verdict_section(entries: list[MethodEntry], rgb: np.ndarray) -> str:
+    """The fused verdict, map and reliability map, first thing on the page (when a fusion
+    method ran)."""
+    head = headline(entries)
+    if head is None or head.result is None:
+        return ""
+    result = head.result
+    p = result.score
+    word = "manipulated" if p >= FLAG_SCORE else "no manipulation found"
+    cls = "flag" if p >= FLAG_SCORE else ""
+    figures = [
+        _figure(_overlay_png(rgb, result, PANEL_BOX), "fused map over the image"),
+        _figure(_heat_png(result.heatmap, PANEL_BOX), "fused heatmap"),
+    ]
+    if "reliability" in result.maps:
+        figures.append(_figure(_heat_png(result.maps["reliability"], PANEL_BOX),
+                               "reliability (bright = the members can see here)"))
+    return (
+        f'<section class="verdict"><h2>Verdict: <span class="{cls}">{esc(word)}</span></h2>'
+        f"<p>Probability that the image was manipulated: <b>{p:.2f}</b> "
+        f"({esc(head.name)}, calibrated on real and synthetic forgeries; "
+        f'<a href="#{_card_id(entries.index(head))}">details</a>). {esc(head.reading)}</p>'
+        f'<div class="panels">{"".join(figures)}</div>'
+        '<p class="caveat">Dark areas of the reliability map are flat, clipped or otherwise '
+        "unreadable for every member: no finding there means little. The members' own "
+        "evidence follows.</p></section>"
+    )
+
+
 def _legend() -> str:
     stops = colorize(np.linspace(0.0, 1.0, 9, dtype=np.float32))
     gradient = ", ".join(f"rgb({r},{g},{b})" for r, g, b in stops)
@@ -608,6 +657,7 @@ def render_html(explanation: Explanation) -> str:
         version=esc(__version__),
         created=esc(explanation.created),
         count=len(explanation.entries),
+        verdict=_verdict_section(explanation.entries, image.rgb),
         summary=_summary_section(explanation.entries),
         file=_file_section(image),
         jpeg=_jpeg_section(image, explanation.entries),
