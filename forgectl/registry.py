@@ -61,8 +61,7 @@ class MethodEntry:
 _ENTRIES: dict[str, MethodEntry] = {
     e.name: e
     for e in (
-        MethodEntry("auto", "forgectl.fusion.backend:AutoBackend", "forgectl.fusion.recipe",
-                    "untrained"),
+        MethodEntry("auto", "forgectl.fusion.backend:AutoBackend", "forgectl.fusion.recipe"),
         MethodEntry("omni", "forgectl.backends.omni:OmniBackend", "forgectl.recipes.omni"),
         MethodEntry("reconwave", "forgectl.backends.reconwave:ReConWaveBackend",
                     "forgectl.recipes.reconwave"),
