@@ -42,6 +42,13 @@ def main() -> None:
         f"{_peak_mb():.0f} MB after analyze; score {result.score:.2f}, "
         f"flagged {result.tampered_fraction:.4f}"
     )
+    # A fusion (auto) also reports each member's time: its cost against the sum of its parts.
+    members = result.facts.get("members") if isinstance(result.facts, dict) else None
+    if members:
+        parts = ", ".join(f"{m['method']} {m['seconds']:.1f} s" for m in members)
+        total = sum(m["seconds"] for m in members)
+        print(f"  members: {parts}; sum {total:.1f} s; fusion "
+              f"{result.facts.get('fusion_seconds', 0):.1f} s")
 
 
 if __name__ == "__main__":

@@ -95,11 +95,12 @@ def test_same_stem_in_different_folders_does_not_collide(tmp_path, make_image):
 
 def test_fail_on_gate_and_json_stdout(good_jpeg, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli("localize", str(good_jpeg), "--out", str(out), "--json", "--fail-on", "0.0")
+    proc = run_cli("localize", str(good_jpeg), "-m", "ela", "--out", str(out), "--json",
+                   "--fail-on", "0.0")
     assert proc.returncode == 3
     rec = json.loads(proc.stdout.strip().splitlines()[-1])
     assert rec["method"]["name"] == "ela"
-    proc = run_cli("localize", str(good_jpeg), "--out", str(out), "--fail-on", "1.0")
+    proc = run_cli("localize", str(good_jpeg), "-m", "ela", "--out", str(out), "--fail-on", "1.0")
     assert proc.returncode in (0, 3)
 
 
@@ -154,13 +155,14 @@ def test_methods_lists_registry():
 def test_resume_keeps_a_finished_image_and_ends_with_the_same_exit_code(good_jpeg, tmp_path,
                                                                         cli):
     out = tmp_path / "out"
-    first = cli(["localize", good_jpeg, "--out", out, "--fail-on", "0.0"])
+    first = cli(["localize", good_jpeg, "-m", "ela", "--out", out, "--fail-on", "0.0"])
     assert first.exit_code == 3, first.output
     record = (out / "photo.json").read_bytes()
-    again = cli(["localize", good_jpeg, "--out", out, "--fail-on", "0.0", "--resume"])
+    again = cli(["localize", good_jpeg, "-m", "ela", "--out", out, "--fail-on", "0.0", "--resume"])
     assert again.exit_code == 3 and "1 finished earlier, kept" in again.stderr
     assert (out / "photo.json").read_bytes() == record  # not analysed again
-    other = cli(["localize", good_jpeg, "--out", out, "--resume", "--threshold", "0.4"])
+    other = cli(["localize", good_jpeg, "-m", "ela", "--out", out, "--resume",
+                 "--threshold", "0.4"])
     assert other.exit_code == 0 and "kept" not in other.stderr  # other settings: redone
     assert json.loads((out / "photo.json").read_text())["method"]["threshold"] == 0.4
 

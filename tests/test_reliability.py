@@ -261,7 +261,7 @@ def test_no_isolate_runs_in_process_and_refuses_worker_only_options(tmp_path, fl
 def test_resume_redoes_what_changed_and_drops_a_torn_last_line(tmp_path):
     folder = _folder(tmp_path / "in", n=4, broken=False)
     out = tmp_path / "out"
-    assert invoke(["localize", folder, "--out", out, "--no-isolate"]).exit_code == 0
+    assert invoke(["localize", folder, "-m", "ela", "--out", out, "--no-isolate"]).exit_code == 0
     plan = pipeline.plan_outputs(sorted(folder.glob("*.jpg")), out)
     backend = registry.load("ela")
     settings = pipeline.run_settings(backend)
@@ -278,7 +278,7 @@ def test_resume_redoes_what_changed_and_drops_a_torn_last_line(tmp_path):
     assert pipeline.completed_record(plan[2], settings) is None
     with open(out / "results.jsonl", "a") as fh:
         fh.write('{"schema": "forgectl.result/1", "inp')  # a torn last line
-    result = invoke(["localize", folder, "--out", out, "--resume", "--no-isolate"])
+    result = invoke(["localize", folder, "-m", "ela", "--out", out, "--resume", "--no-isolate"])
     assert result.exit_code == 0 and "(2 finished earlier, kept)" in result.stderr
     rows, dropped = read_jsonl(out / "results.jsonl")
     assert dropped == 0 and sorted(Path(r["input"]["path"]).name for r in rows) == [
@@ -300,7 +300,7 @@ def test_disk_full_stops_with_exit_74_and_leaves_nothing_half_written(tmp_path, 
         return real_replace(src, dst)
 
     monkeypatch.setattr(outputs.os, "replace", replace)
-    result = invoke(["localize", folder, "--out", out, "--no-isolate"])
+    result = invoke(["localize", folder, "-m", "ela", "--out", out, "--no-isolate"])
     assert result.exit_code == 74, result.output
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("forgectl: error: cannot write ")
@@ -309,7 +309,7 @@ def test_disk_full_stops_with_exit_74_and_leaves_nothing_half_written(tmp_path, 
     assert len(list(out.glob("*.json"))) == 2
     assert len(read_jsonl(out / "results.jsonl")[0]) == 2
     monkeypatch.setattr(outputs.os, "replace", real_replace)
-    again = invoke(["localize", folder, "--out", out, "--resume", "--no-isolate"])
+    again = invoke(["localize", folder, "-m", "ela", "--out", out, "--resume", "--no-isolate"])
     assert again.exit_code == 0 and "(2 finished earlier, kept)" in again.stderr
 
 
@@ -337,7 +337,7 @@ def test_unwritable_output_folder_is_one_line_exit_74(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     for out in (blocker, blocker / "sub"):
-        result = invoke(["localize", img, "--out", out])
+        result = invoke(["localize", img, "-m", "ela", "--out", out])
         assert result.exit_code == 74, result.output
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("forgectl: error: cannot write")

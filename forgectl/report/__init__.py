@@ -544,13 +544,21 @@ def _verdict_section(entries: list[MethodEntry], rgb: np.ndarray) -> str:
     return (
         f'<section class="verdict"><h2>Verdict: <span class="{cls}">{esc(word)}</span></h2>'
         f"<p>Probability that the image was manipulated: <b>{p:.2f}</b> "
-        f"({esc(head.name)}, calibrated on real and synthetic forgeries; "
-        f'<a href="#{_card_id(entries.index(head))}">details</a>). {esc(head.reading)}</p>'
+        f"({esc(head.name)}, calibrated on real forgeries; "
+        f'<a href="#{_card_id(entries.index(head))}">details</a>). '
+        f"{100 * result.tampered_fraction:.1f}% of pixels flagged; members: "
+        f"{esc(_member_list(result))}.</p>"
         f'<div class="panels">{"".join(figures)}</div>'
         '<p class="caveat">Dark areas of the reliability map are flat, clipped or otherwise '
         "unreadable for every member: no finding there means little. The members' own "
         "evidence follows.</p></section>"
     )
+
+
+def _member_list(result: Result) -> str:
+    members = result.facts.get("members") or []
+    return ", ".join(f"{m['method']} {m['score']:.2f}" if m.get("applicable")
+                     else f"{m['method']} (blind)" for m in members) or "none"
 
 
 def _legend() -> str:
