@@ -193,3 +193,20 @@ def test_untrained_auto_refuses_in_one_line(tmp_path, monkeypatch, cli):
     res = cli(["localize", photo, "--out", tmp_path / "o"])
     assert res.exit_code != 0
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_column_path_equals_matrix_path(fitted):
+    """The backend's column-by-column map (no (N, F) matrix) gives the fitting code's map."""
+    from forgectl.fusion.features import pixel_columns
+
+    model, examples = fitted
+    linear = FusionModel(members=model.members, arrays={
+        **model.arrays, "hidden_w": np.zeros((model.arrays["pixel_mean"].size, 0)),
+        "hidden_b": np.zeros(0), "out_w": np.linspace(-1, 1, model.arrays["pixel_mean"].size),
+        "out_b": np.array([0.3])})
+    for m in (model, linear):
+        outs = [examples[0].outputs[k] for k in m.members]
+        n = examples[0].truth.size
+        a = m.pixel_probability(pixel_features(outs), 0.7)
+        b = m.pixel_probability_columns(pixel_columns(outs), n, 0.7)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -24,7 +24,7 @@ from forgectl.fusion.features import (
     MemberOutput,
     context_side,
     image_features,
-    pixel_features,
+    pixel_columns,
 )
 from forgectl.fusion.model import FusionModel
 from forgectl.intake import ForensicImage
@@ -124,7 +124,8 @@ class AutoBackend(Backend):
         start = time.perf_counter()
         shape = (image.height, image.width)
         verdict = model.verdict(image_features(outputs))
-        prob = model.pixel_probability(pixel_features(outputs), verdict).reshape(shape)
+        prob = model.pixel_probability_columns(pixel_columns(outputs), shape[0] * shape[1],
+                                               verdict).reshape(shape)
         heatmap = model.to_map(prob)
         reliability = reliability_map(image, outputs, model.contributions)
         fuse_s = time.perf_counter() - start

@@ -13,6 +13,7 @@ Per member and image, :data:`IMAGE_FEATURES` for the verdict: score, applicable,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,28 @@ def image_features(outputs: list[MemberOutput]) -> np.ndarray:
         a = 1.0 if out.applicable else 0.0
         rows.extend([out.score * a, a, st.p99, st.mean, st.flagged])
     return np.asarray(rows, np.float32)
+
+
+def pixel_columns(outputs: list[MemberOutput]) -> Iterator[np.ndarray]:
+    """The columns of :func:`pixel_features` for every pixel, one (H * W,) float32 array at a
+    time (a linear map sums them without holding the whole (H * W, F) matrix: 1.4 GB at
+    12 MP)."""
+    shape = outputs[0].heatmap.shape
+    n = shape[0] * shape[1]
+    side = context_side(shape)
+    for out in outputs:
+        if not out.applicable:
+            for _ in PIXEL_FEATURES:
+                yield np.zeros(n, np.float32)
+            continue
+        hm = out.heatmap.astype(np.float32, copy=False)
+        value = hm.reshape(-1)
+        yield value
+        yield cv2.blur(hm, (side, side), borderType=cv2.BORDER_REFLECT).reshape(-1)
+        scale = np.float32(1.0 / (member_stats(out).p99 + RELATIVE_FLOOR))
+        yield np.minimum(value * scale, np.float32(2.0))
+        yield np.full(n, out.score, np.float32)
+        yield np.ones(n, np.float32)
 
 
 def pixel_features(outputs: list[MemberOutput], rows: np.ndarray | None = None,

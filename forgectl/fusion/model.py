@@ -15,6 +15,7 @@ is counted in the card (``weights.parameters``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,28 @@ class FusionModel:
                 x = np.maximum(x @ a["hidden_w"] + a["hidden_b"], 0.0)
             out[start:start + x.shape[0]] = _sigmoid(x @ a["out_w"] + a["out_b"][0])
         return out
+
+    def pixel_probability_columns(self, columns: Iterable[np.ndarray], n: int,
+                                  verdict: float) -> np.ndarray:
+        """As :meth:`pixel_probability`, from the feature columns one at a time (each (N,)).
+
+        A map without a hidden layer is linear in the features, so it is summed column by
+        column (a few (N,) arrays in memory instead of (N, F)); with one, the columns are
+        stacked."""
+        a = self.arrays
+        if a["hidden_w"].size:
+            feats = np.stack(list(columns), axis=1)
+            return self.pixel_probability(feats, verdict)
+        w = a["out_w"] / a["pixel_scale"]
+        bias = float(a["out_b"][0] - np.dot(w, a["pixel_mean"]))
+        acc = np.full(n, bias + float(w[-1]) * float(logit(verdict)), np.float32)
+        used = 0
+        for i, col in enumerate(columns):
+            acc += np.float32(w[i]) * col
+            used += 1
+        if used != len(w) - 1:
+            raise ValueError(f"{used} feature columns for a map of {len(w) - 1}")
+        return _sigmoid(acc).astype(np.float32)
 
     def to_map(self, probability: np.ndarray) -> np.ndarray:
         """Remap probabilities so ``pixel_threshold`` reads 0.5 (monotone, [0, 1] onto [0, 1])."""
