@@ -62,9 +62,6 @@ class AutoBackend(Backend):
         self._sha: str | None = None
         self.last_outputs: list[MemberOutput] = []
 
-    # weights go to the fusion file, never to a member
-    runtimes: ClassVar[tuple[str, ...]] = ("torch",)
-
     @property
     def weights_id(self) -> str | None:
         return self.weights_path.name
@@ -76,28 +73,23 @@ class AutoBackend(Backend):
         return self._sha
 
     def model(self) -> FusionModel:
-        """The fusion (loaded once; digest-checked)."""
+        """The fusion (loaded once; digest-checked; ``-p members`` checked against it)."""
         if self._model is None:
-            self._model = FusionModel.load(self.weights_path)
-            self._check_members(self._model)
+            model = FusionModel.load(self.weights_path)
+            unknown = [m for m in self._chosen() if m not in model.members]
+            if unknown:
+                raise UsageError(f"auto: {', '.join(unknown)} not among the fitted members "
+                                 f"({', '.join(model.members)})")
+            self._model = model
         return self._model
 
-    def _check_members(self, model: FusionModel) -> None:
-        text = self.options["members"].strip()
-        if not text:
-            return
-        chosen = [m.strip() for m in text.split(",") if m.strip()]
-        unknown = [m for m in chosen if m not in model.members]
-        if unknown:
-            raise UsageError(f"auto: {', '.join(unknown)} not among the fitted members "
-                             f"({', '.join(model.members)})")
+    def _chosen(self) -> list[str]:
+        return [m.strip() for m in self.options["members"].split(",") if m.strip()]
 
     def active_members(self) -> list[str]:
+        """The members that run (``-p members``, else every fitted one), in fitted order."""
         model = self.model()
-        text = self.options["members"].strip()
-        if not text:
-            return list(model.members)
-        chosen = {m.strip() for m in text.split(",") if m.strip()}
+        chosen = set(self._chosen()) or set(model.members)
         return [m for m in model.members if m in chosen]
 
     def member(self, name: str) -> Backend:

@@ -121,24 +121,7 @@ def pixel_features(outputs: list[MemberOutput], rows: np.ndarray | None = None,
     With ``rows``/``cols`` (index arrays of equal length N) only those pixels are returned (the
     fitting samples); without, every pixel in row-major order (N = H * W).
     """
-    shape = outputs[0].heatmap.shape
-    side = context_side(shape)
-    columns = []
-    for out in outputs:
-        if out.applicable:
-            hm = out.heatmap.astype(np.float32, copy=False)
-            ctx = cv2.blur(hm, (side, side), borderType=cv2.BORDER_REFLECT)
-            st = member_stats(out)
-            scale = 1.0 / (st.p99 + RELATIVE_FLOOR)
-            value = hm if rows is None else hm[rows, cols]
-            context = ctx if rows is None else ctx[rows, cols]
-            value = value.reshape(-1)
-            context = context.reshape(-1)
-            relative = np.minimum(value * scale, 2.0)
-            n = value.shape[0]
-            columns += [value, context, relative,
-                        np.full(n, out.score, np.float32), np.ones(n, np.float32)]
-        else:
-            n = shape[0] * shape[1] if rows is None else len(rows)
-            columns += [np.zeros(n, np.float32)] * len(PIXEL_FEATURES)
-    return np.stack(columns, axis=1).astype(np.float32, copy=False)
+    if rows is None:
+        return np.stack(list(pixel_columns(outputs)), axis=1)
+    flat = rows * outputs[0].heatmap.shape[1] + cols
+    return np.stack([col[flat] for col in pixel_columns(outputs)], axis=1)
