@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from forgectl import registry
+from forgectl.backends.base import Backend
 from forgectl.errors import ForgectlError
 from forgectl.evaluation.datasets import Dataset, Item, load_mask
 from forgectl.fusion.features import MemberOutput
@@ -50,8 +51,8 @@ class LabelledImage:
     manipulation: str = ""
 
 
-def _member_id(backend: object) -> str:
-    digest = getattr(backend, "weights_sha256", None)
+def _member_id(backend: Backend) -> str:
+    digest = backend.weights_sha256
     return (digest or "classical")[:16]
 
 
@@ -82,7 +83,7 @@ def collect(
 def _collect_item(
     group: str,
     item: Item,
-    backends: dict[str, object],
+    backends: dict[str, Backend],
     ids: dict[str, str],
     cache: Path,
     progress: ProgressFn | None,
@@ -116,7 +117,7 @@ def _collect_item(
 
 
 def _cached_output(
-    name: str, backend: object, member_id: str, image: ForensicImage, digest: str, cache: Path
+    name: str, backend: Backend, member_id: str, image: ForensicImage, digest: str, cache: Path
 ) -> MemberOutput:
     path = cache / name / member_id / f"{digest}.npz"
     if path.is_file():
@@ -135,12 +136,12 @@ def _cached_output(
     return output
 
 
-def run_member(name: str, backend: object, image: ForensicImage) -> MemberOutput:
+def run_member(name: str, backend: Backend, image: ForensicImage) -> MemberOutput:
     """One member on one image, timed; a failure is a not-applicable output (the fusion
     treats a member that cannot say anything the same way, whatever the reason)."""
     start = time.perf_counter()
     try:
-        result = backend.localize(image)  # type: ignore[attr-defined]
+        result = backend.localize(image)
     except Exception as exc:  # a member's failure must not stop the fusion
         return MemberOutput.blind(name, (image.height, image.width),
                                   time.perf_counter() - start, note=f"{type(exc).__name__}")

@@ -25,7 +25,7 @@ import numpy as np
 from forgectl import metrics as M
 from forgectl.fusion.collect import LabelledImage
 from forgectl.fusion.features import IMAGE_FEATURES, PIXEL_FEATURES, image_features, pixel_features
-from forgectl.fusion.model import FusionModel, logit
+from forgectl.fusion.model import FusionModel
 
 #: Pixels sampled per fitting image (half inside the mask for forgeries).
 PIXELS_PER_IMAGE = 400
@@ -283,7 +283,3 @@ def fit_all(data: Prepared, cfg: FitConfig, folds: int = 5,
                      "image": list(IMAGE_FEATURES)},
     }
     return model, report
-
-
-__all__ = ["FitConfig", "prepare", "fit_model", "fit_all", "cross_validate", "evaluate",
-           "logit"]
