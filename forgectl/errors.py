@@ -64,3 +64,14 @@ def rebuild(name: str, message: str, code: int) -> ForgectlError:
     exc = cls(message)
     exc.exit_code = code
     return exc
+
+
+def require_torch(purpose: str) -> None:
+    """Raise a one-line :class:`UsageError` when PyTorch is not installed: the default install
+    runs every shipped method in onnxruntime, and only ``purpose`` (training, export, the
+    torch runtime) needs the ``train`` extra."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError(f"{purpose} needs PyTorch, which this install does not have: "
+                         "pip install 'forgectl[train]'")

@@ -30,7 +30,13 @@ import numpy as np
 
 from forgectl import __version__
 from forgectl.backends.base import Backend
-from forgectl.backends.learned import ExportGraph, OnnxRunner, TileRunner
+from forgectl.backends.learned import (
+    AuxiliaryNetwork,
+    ExportGraph,
+    LearnedBackend,
+    OnnxRunner,
+    TileRunner,
+)
 from forgectl.errors import ForgectlError, UsageError
 from forgectl.intake import ForensicImage, image_from_array
 from forgectl.synth.scenes import natural_image
@@ -446,3 +452,83 @@ def export_model(
     return ExportReport(path=out, format=fmt, method=backend.spec.name,
                         weights=backend.weights_id, tolerance=tolerance, max_abs_diff=worst,
                         samples=rows, size_bytes=len(data))
+
+
+def export_auxiliary(backend: LearnedBackend, aux: AuxiliaryNetwork,
+                     tolerance: float = DEFAULT_TOLERANCE) -> ExportReport:
+    """Export one of ``backend``'s auxiliary networks to its ONNX twin (``aux.twin``), after
+    checking every float output against PyTorch on ``aux.samples()``.
+
+    Raises:
+        ExportError / ParityError: the export failed or does not match PyTorch.
+    """
+    import torch
+
+    from forgectl import weights as W
+    from forgectl.backends.learned import module_runner
+    from forgectl.outputs import write_bytes
+
+    graph = aux.graph()
+    module = exportable_copy(graph.module)
+    card = dict(W.read_card(aux.weights) or {})
+    card["export"] = {
+        "format": "onnx",
+        "method": backend.spec.name,
+        "network": aux.name,
+        "forgectl_version": __version__,
+        "torch_version": torch.__version__,
+        "opset": OPSET,
+        "source_weights": aux.weights.name,
+        "source_weights_sha256": W.sha256_file(aux.weights),
+        "input_names": list(graph.input_names),
+        "output_names": list(graph.output_names),
+        "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                         for k, v in graph.dynamic_axes.items()},
+        **graph.contract,
+    }
+    data = with_onnx_card(onnx_bytes(graph, module), card)
+    reference, exported = module_runner(graph), OnnxRunner(data)
+    rows = []
+    for i, feeds in enumerate(aux.samples()):
+        ref, got = reference(feeds), exported(feeds)
+        worst = 0.0
+        for name, value in ref.items():
+            if np.issubdtype(value.dtype, np.floating):
+                diff = np.abs(value.astype(np.float64) - got[name].astype(np.float64))
+                worst = max(worst, float(diff.max()) if diff.size else 0.0)
+            elif not np.array_equal(value, got[name]):
+                worst = float("inf")
+        shape = [list(v.shape) for v in feeds.values()]
+        rows.append({"sample": i, "shapes": shape, "max_abs_diff": worst})
+        if not np.isfinite(worst) or worst > tolerance:
+            raise ParityError(f"exported {aux.name} network of {backend.spec.name} differs from "
+                              f"PyTorch: max |diff| {worst:.2e} > tolerance {tolerance:.0e}; "
+                              "nothing written")
+    worst = max((r["max_abs_diff"] for r in rows), default=0.0)
+    card["export"]["parity"] = {"tolerance": tolerance, "max_abs_diff": worst, "samples": rows,
+                                "reference": "the same network in PyTorch, same feeds"}
+    data = with_onnx_card(data, card)
+    write_bytes(aux.twin, data)
+    return ExportReport(path=aux.twin, format="onnx", method=backend.spec.name,
+                        weights=aux.weights.name, tolerance=tolerance, max_abs_diff=worst,
+                        samples=rows, size_bytes=len(data))
+
+
+def shipped_twin(backend: Backend) -> Path:
+    """Where a learned method's shipped ONNX twin lives: beside its shipped weights."""
+    from forgectl.weights import weights_dir
+
+    if backend.spec.weights is None:
+        raise UsageError(f"{backend.spec.name} ships no weights")
+    return weights_dir() / Path(backend.spec.weights).with_suffix(".onnx")
+
+
+def export_shipped(backend: LearnedBackend,
+                   tolerance: float = DEFAULT_TOLERANCE) -> list[ExportReport]:
+    """Write the ONNX twins of a learned method's shipped weights and of its auxiliary
+    networks into the weights folder, each parity-checked; what the default (onnx) runtime
+    runs. Replaces older twins (each written atomically)."""
+    reports = [export_model(backend, "onnx", shipped_twin(backend), tolerance=tolerance)]
+    for aux in backend.auxiliary_networks():
+        reports.append(export_auxiliary(backend, aux, tolerance))
+    return reports

@@ -171,7 +171,7 @@ def run_settings(backend: Backend) -> dict[str, Any]:
         "forgectl_version": __version__,
         "method": spec.name,
         "weights_sha256": backend.weights_sha256,
-        "runtime": backend.runtime if spec.kind == "learned" else None,
+        "runtime": backend.runtime_label,
         "threshold": backend.threshold,
         "options": _jsonable(backend.options),
         # The --restore pre-stage (forgectl.restore.RestoringBackend; None when off).
@@ -212,7 +212,7 @@ def build_record(
             "weights": backend.weights_id,
             "weights_sha256": backend.weights_sha256,
             # Which engine ran the network: "torch" or "onnx"; None for classical methods.
-            "runtime": backend.runtime if spec.kind == "learned" else None,
+            "runtime": backend.runtime_label,
             "threshold": backend.threshold,
             "mask_rule": "method" if spec.decides_mask else "heatmap >= threshold",
             "options": _jsonable(backend.options),

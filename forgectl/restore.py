@@ -327,6 +327,10 @@ class RestoringBackend(Backend):
         return self.inner.runtime
 
     @property
+    def runtime_label(self) -> str | None:
+        return self.inner.runtime_label
+
+    @property
     def options(self) -> dict[str, Any]:
         return self.inner.options
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgectl.errors import WeightsError
+from forgectl.errors import WeightsError, require_torch
 
 if TYPE_CHECKING:
     import torch
@@ -175,6 +175,7 @@ def load_network(
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
+    require_torch(f"running {path.name} on the torch runtime")
     card = read_card(path)
     config = network_config(card, path)
     check_digest(path, card)

@@ -411,18 +411,18 @@ def test_omni_is_deterministic_across_runs_and_close_across_threads_and_runtimes
     results = {}
     try:
         monkeypatch.setenv("FORGECTL_THREADS", "1")  # read when the weights load
-        t1 = registry.load("omni")
+        t1 = registry.load("omni", runtime="torch")
         heat = pipeline.analyze_file(t1, path)[1].heatmap
         # A threshold inside the heatmap's range, so the mask has an edge to flip on.
         threshold = float(np.quantile(heat, 0.9))
         t1.threshold = threshold
         first = _outputs_of(t1, path, tmp_path / "run1")
         assert _outputs_of(t1, path, tmp_path / "run2") == first
-        assert _outputs_of(registry.load("omni", threshold=threshold), path,
+        assert _outputs_of(registry.load("omni", threshold=threshold, runtime="torch"), path,
                            tmp_path / "run3") == first
         results["t1"] = pipeline.analyze_file(t1, path)[1]
         monkeypatch.setenv("FORGECTL_THREADS", "2")
-        results["t2"] = pipeline.analyze_file(registry.load("omni", threshold=threshold),
+        results["t2"] = pipeline.analyze_file(registry.load("omni", threshold=threshold, runtime="torch"),
                                               path)[1]
     finally:
         torch.set_num_threads(saved)

@@ -18,9 +18,11 @@ from forgectl.backends.options import Option, resolve_options
 from forgectl.errors import UsageError
 from forgectl.intake import ForensicImage
 
-#: Where a learned network runs: in-process PyTorch, or an exported ONNX graph in onnxruntime
-#: (``forgectl export``, docs/EXPORT.md). Classical methods always run in numpy/OpenCV.
-RUNTIMES = ("torch", "onnx")
+#: Where a learned network runs: ``onnx`` (the exported graph shipped beside the weights, in
+#: onnxruntime, no torch: the default install), ``torch`` (in-process PyTorch, the ``train``
+#: extra), or ``auto``: onnx when the ONNX twin is there, else torch (docs/EXPORT.md).
+#: Classical methods always run in numpy/OpenCV.
+RUNTIMES = ("auto", "torch", "onnx")
 
 
 def compute_threads() -> int:
@@ -139,20 +141,23 @@ class Backend:
     default_threshold: ClassVar[float] = 0.5
     #: The method's options (``-p KEY=VALUE``), listed by ``forgectl methods NAME``.
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
-    #: Runtimes the method runs on; learned methods add ``"onnx"``.
+    #: Runtimes the method runs on (``"auto"`` resolves to one of them); learned methods add
+    #: ``"onnx"``.
     runtimes: ClassVar[tuple[str, ...]] = ("torch",)
     #: The weights file a learned method runs (None for classical methods).
     weights_path: Path | None = None
 
     def __init__(
         self, weights: str | Path | None = None, threshold: float | None = None,
-        runtime: str = "torch", **options: Any
+        runtime: str = "auto", **options: Any
     ) -> None:
         self.threshold = self.default_threshold if threshold is None else float(threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise UsageError("threshold must be in [0, 1]")
         if runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
+        if runtime == "auto":
+            runtime = self.auto_runtime(weights)
         if runtime not in self.runtimes:
             raise UsageError(
                 f"{self.spec.name} cannot run with --runtime {runtime} (only learned methods "
@@ -164,8 +169,19 @@ class Backend:
         self.options: dict[str, Any] = resolve_options(self.spec.name, self.OPTIONS, options)
         self.check_options()
 
+    def auto_runtime(self, weights: str | Path | None) -> str:
+        """What ``runtime="auto"`` means for this method (learned methods look for their ONNX
+        twin; classical methods have one runtime)."""
+        return self.runtimes[0]
+
     def check_options(self) -> None:
         """Checks that relate several options (each option's own range is declared)."""
+
+    @property
+    def runtime_label(self) -> str | None:
+        """The runtime that records and reports name: ``torch`` or ``onnx`` for a learned
+        method, None for numpy/OpenCV-only methods."""
+        return self.runtime if "onnx" in self.runtimes else None
 
     @property
     def weights_id(self) -> str | None:

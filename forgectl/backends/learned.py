@@ -69,6 +69,47 @@ class ExportGraph:
     contract: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class AuxiliaryNetwork:
+    """A network a learned method runs besides its tiled one (MUN's noise extractor,
+    ReConWave's restoration networks), from weights of its own.
+
+    Its ONNX twin ``twin`` sits beside the weights; ``forgectl export --method M --shipped``
+    writes it (parity-checked against PyTorch on ``samples``) and
+    :meth:`LearnedBackend.auxiliary_runner` runs it when the method runs on onnx, so the
+    method as a whole needs no torch.
+
+    Attributes:
+        name: a label unique within the method (``noiseprint``), recorded in the twin's card.
+        weights: its ``.safetensors`` file (model card beside it).
+        twin: its ``.onnx`` file.
+        graph: builds the export graph from ``weights`` (imports torch; called only to export
+            or to run on torch).
+        samples: feeds for the parity check, at several sizes.
+    """
+
+    name: str
+    weights: Path
+    twin: Path
+    graph: Callable[[], ExportGraph]
+    samples: Callable[[], list[dict[str, np.ndarray]]]
+
+
+def module_runner(graph: ExportGraph) -> TileRunner:
+    """``graph.module`` in PyTorch as a :data:`TileRunner` (feeds in its input order)."""
+    import torch
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in graph.input_names]
+        with torch.inference_mode():
+            outs = graph.module(*args)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        return {n: o.float().numpy() if o.is_floating_point() else o.numpy()
+                for n, o in zip(graph.output_names, outs, strict=True)}
+
+    return run
+
+
 class OnnxRunner:
     """An exported graph in onnxruntime: a :data:`TileRunner` that needs no torch.
 
@@ -140,19 +181,19 @@ class LearnedBackend(Backend):
 
     def __init__(
         self, weights: str | Path | None = None, threshold: float | None = None,
-        runtime: str = "torch", **options: Any
+        runtime: str = "auto", **options: Any
     ) -> None:
-        super().__init__(threshold=threshold, runtime=runtime, **options)
+        super().__init__(weights=weights, threshold=threshold, runtime=runtime, **options)
+        runtime = self.runtime
         default = self.spec.weights
         if default is None:
             raise TypeError(f"{type(self).__name__}.spec names no weights file")
-        if runtime == "onnx":  # the shipped weights' exported twin, if someone made it
+        if runtime == "onnx":  # the shipped weights' exported twin (forgectl export --shipped)
             default = str(Path(default).with_suffix(".onnx"))
         self.weights_path = Path(weights) if weights else W.weights_dir() / default
         if not self.weights_path.is_file():
             hint = "" if runtime == "torch" else (
-                f" (make it with: forgectl export --method {self.spec.name} --format onnx "
-                f"--out {self.weights_path})")
+                f" (make it with: forgectl export --method {self.spec.name} --shipped)")
             raise WeightsError(f"weights file not found: {self.weights_path}{hint}")
         is_onnx = self.weights_path.suffix.lower() == ".onnx"
         if runtime == "onnx" and not is_onnx:
@@ -170,6 +211,15 @@ class LearnedBackend(Backend):
         self._onnx: OnnxRunner | None = None
         self._runner: TileRunner | None = None
         self._runner_override: TileRunner | None = None
+        self._auxiliary: dict[str, TileRunner] = {}
+
+    def auto_runtime(self, weights: str | Path | None) -> str:
+        """``--weights FILE`` runs on what the file is (``.onnx``: onnx); the shipped weights
+        run on their ONNX twin when it is there (no torch needed), else on torch."""
+        if weights is not None:
+            return "onnx" if Path(weights).suffix.lower() == ".onnx" else "torch"
+        twin = W.weights_dir() / Path(str(self.spec.weights)).with_suffix(".onnx")
+        return "onnx" if twin.is_file() else "torch"
 
     def check_options(self) -> None:
         if "tile" in self.options:
@@ -257,19 +307,36 @@ class LearnedBackend(Backend):
     def torch_runner(self) -> TileRunner:
         """The in-process PyTorch :data:`TileRunner`: the export graph's module, run on the
         feeds in its input order (methods with a faster torch path override this)."""
-        import torch
+        return module_runner(self.export_graph())
 
-        graph = self.export_graph()
+    # ------------------------------------------------------------------ auxiliary networks
 
-        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in graph.input_names]
-            with torch.inference_mode():
-                outs = graph.module(*args)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            return {n: o.float().numpy() if o.is_floating_point() else o.numpy()
-                    for n, o in zip(graph.output_names, outs, strict=True)}
+    def auxiliary_networks(self) -> tuple[AuxiliaryNetwork, ...]:
+        """The networks this method runs besides its tiled one (none by default)."""
+        return ()
 
-        return run
+    def auxiliary_runner(self, name: str) -> TileRunner:
+        """The auxiliary network ``name`` as a :data:`TileRunner`, loaded once: its ONNX twin
+        (checked to be that network's export) with ``runtime="onnx"``, else PyTorch."""
+        if name not in self._auxiliary:
+            aux = {a.name: a for a in self.auxiliary_networks()}.get(name)
+            if aux is None:
+                raise KeyError(f"{self.spec.name} has no auxiliary network {name!r}")
+            if self.runtime != "onnx":
+                self._auxiliary[name] = module_runner(aux.graph())
+            else:
+                if not aux.twin.is_file():
+                    raise WeightsError(f"{self.spec.name} on onnx needs {aux.twin} (make it "
+                                       f"with: forgectl export --method {self.spec.name} "
+                                       "--shipped)")
+                runner = OnnxRunner(aux.twin)
+                made_for = ((runner.card or {}).get("export") or {}).get("network")
+                if made_for != aux.name:
+                    raise WeightsError(f"{aux.twin.name} is not the export of {self.spec.name}'s "
+                                       f"{aux.name} network; export it again with "
+                                       f"`forgectl export --method {self.spec.name} --shipped`")
+                self._auxiliary[name] = runner
+        return self._auxiliary[name]
 
     def parity_output(self, image: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """What ``forgectl export`` compares between PyTorch and the exported file: the

@@ -30,8 +30,9 @@ RuntimeOpt = Annotated[
     str,
     typer.Option(
         "--runtime",
-        help="Where a learned method's network runs: torch, or onnx (an exported model given "
-        "with --weights FILE.onnx, see `forgectl export`).",
+        help="Where a learned method's network runs: auto (its shipped ONNX graph in "
+        "onnxruntime when there is one, else PyTorch; --weights FILE runs on what FILE is), "
+        "onnx, or torch (needs the train extra).",
     ),
 ]
 RestoreOpt = Annotated[

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from forgectl.commands._options import OutDirOpt, RestoreOpt, ThresholdOpt
+from forgectl.commands._options import OutDirOpt, RestoreOpt, RuntimeOpt, ThresholdOpt
 from forgectl.restore import DEFAULT_RESTORE_MODE
 
 
@@ -61,6 +61,13 @@ def _weights_by_method(items: list[str], methods: list[str]) -> dict[str, Path]:
             raise UsageError(f"--weights {item!r}: write METHOD=PATH for one of the methods run")
         out[name] = Path(path)
     return out
+
+
+def _runtime(method: str, runtime: str) -> str:
+    """``--runtime`` applies to learned methods and to fusion's members; others run auto."""
+    from forgectl import registry
+
+    return runtime if registry.get_spec(method).kind in ("learned", "fusion") else "auto"
 
 
 def benchmark(
@@ -121,6 +128,7 @@ def benchmark(
     ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
     restore: RestoreOpt = DEFAULT_RESTORE_MODE,
+    runtime: RuntimeOpt = "auto",
 ) -> None:
     """Benchmark methods on a dataset: localization, detection, authentic false positives,
     speed; optional robustness sweeps. Writes report.json, report.csv, items.csv, plots/."""
@@ -153,7 +161,8 @@ def benchmark(
     stage = RestoreStage(restore)
     loaded = {
         n: stage.wrap(registry.load(
-            n, weights=weight_files.get(n), threshold=threshold, **parse_params(options[n])
+            n, weights=weight_files.get(n), threshold=threshold, runtime=_runtime(n, runtime),
+            **parse_params(options[n])
         ))
         for n in names
     }

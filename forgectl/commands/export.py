@@ -17,10 +17,16 @@ from forgectl.commands._options import MethodOpt, WeightsOpt
 def export(
     method: MethodOpt,
     out: Annotated[
-        Path,
+        Path | None,
         typer.Option("--out", "-o", help="File to write (.onnx for ONNX, e.g. .pt for "
                      "TorchScript).", show_default=False),
-    ],
+    ] = None,
+    shipped: Annotated[
+        bool,
+        typer.Option("--shipped", help="Write the ONNX twins the default runtime runs: the "
+                     "method's and its auxiliary networks', beside the shipped weights "
+                     "(replacing older twins)."),
+    ] = False,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="onnx or torchscript.")
     ] = "onnx",
@@ -38,8 +44,8 @@ def export(
     --tolerance fails the export (exit 1) and nothing is written.
     """
     from forgectl import registry
-    from forgectl.errors import UsageError
-    from forgectl.export import export_model
+    from forgectl.errors import UsageError, require_torch
+    from forgectl.export import export_model, export_shipped
 
     spec = registry.get_spec(method)
     if spec.kind != "learned":
@@ -48,12 +54,19 @@ def export(
             f"{method} is a classical method with no network to export (learned methods: "
             f"{', '.join(learned) or 'none registered'})"
         )
-    backend = registry.load(method, weights=weights)
-    report = export_model(backend, fmt, out, tolerance=tolerance)
-    typer.echo(
-        f"forgectl: exported {method} ({report.weights}) as {report.format} to {report.path} "
-        f"({report.size_bytes / 1e6:.1f} MB); parity max |heatmap diff| "
-        f"{report.max_abs_diff:.1e} on {len(report.samples)} sample images (tolerance "
-        f"{report.tolerance:.0e})",
-        err=True,
-    )
+    if (out is None) == (not shipped):
+        raise UsageError("give either --out FILE or --shipped")
+    if shipped and (weights is not None or fmt != "onnx"):
+        raise UsageError("--shipped exports the shipped weights as onnx (no --weights/--format)")
+    require_torch("forgectl export")
+    backend = registry.load(method, weights=weights, runtime="torch")
+    reports = (export_shipped(backend, tolerance) if shipped
+               else [export_model(backend, fmt, out, tolerance=tolerance)])
+    for report in reports:
+        typer.echo(
+            f"forgectl: exported {method} ({report.weights}) as {report.format} to "
+            f"{report.path} ({report.size_bytes / 1e6:.1f} MB); parity max |diff| "
+            f"{report.max_abs_diff:.1e} on {len(report.samples)} samples (tolerance "
+            f"{report.tolerance:.0e})",
+            err=True,
+        )

@@ -79,7 +79,7 @@ def localize(
         typer.Option("--param", "-p", help="Method option KEY=VALUE (repeatable)."),
     ] = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    runtime: RuntimeOpt = "torch",
+    runtime: RuntimeOpt = "auto",
     restore: RestoreOpt = DEFAULT_RESTORE_MODE,
     resume: Annotated[
         bool,
@@ -219,7 +219,7 @@ def localize(
         if log is not None:
             log.close()
 
-    where = "" if runtime == "torch" else f" ({runtime})"
+    where = f" ({backend.runtime_label})" if backend.runtime_label else ""
     if engine == "ray" and getattr(runner, "pool_size", 0):
         where += f" on Ray ({runner.pool_size} worker(s)"
         where += f", {runner.retried} image(s) retried)" if runner.retried else ")"

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from forgectl import registry
-from forgectl.backends.base import Backend, MethodSpec, Result
+from forgectl.backends.base import RUNTIMES, Backend, MethodSpec, Result
 from forgectl.backends.options import Option
 from forgectl.errors import UsageError
 from forgectl.fusion.collect import run_member
@@ -53,8 +53,11 @@ class AutoBackend(Backend):
                "the others count as blind"),
     )
 
+    #: Members resolve the runtime themselves (``auto``: each learned one on its ONNX twin).
+    runtimes: ClassVar[tuple[str, ...]] = RUNTIMES
+
     def __init__(self, weights: str | Path | None = None, threshold: float | None = None,
-                 runtime: str = "torch", **options: Any) -> None:
+                 runtime: str = "auto", **options: Any) -> None:
         super().__init__(weights=None, threshold=threshold, runtime=runtime, **options)
         self.weights_path = Path(weights) if weights else weights_dir() / self.spec.weights
         self._model: FusionModel | None = None
@@ -65,6 +68,12 @@ class AutoBackend(Backend):
     @property
     def weights_id(self) -> str | None:
         return self.weights_path.name
+
+    @property
+    def runtime_label(self) -> str | None:
+        """The learned members' runtimes (``onnx``, ``torch`` or both, ``+``-joined)."""
+        labels = {self.member(m).runtime_label for m in self.active_members()} - {None}
+        return "+".join(sorted(str(x) for x in labels)) or None
 
     @property
     def weights_sha256(self) -> str | None:
@@ -94,7 +103,9 @@ class AutoBackend(Backend):
 
     def member(self, name: str) -> Backend:
         if name not in self._backends:
-            self._backends[name] = registry.load(name)
+            kind = registry.get_spec(name).kind
+            runtime = self.runtime if kind == "learned" else "auto"
+            self._backends[name] = registry.load(name, runtime=runtime)
         return self._backends[name]
 
     def analyze(self, image: ForensicImage) -> Result:
