@@ -422,8 +422,8 @@ def test_omni_is_deterministic_across_runs_and_close_across_threads_and_runtimes
                            tmp_path / "run3") == first
         results["t1"] = pipeline.analyze_file(t1, path)[1]
         monkeypatch.setenv("FORGECTL_THREADS", "2")
-        results["t2"] = pipeline.analyze_file(registry.load("omni", threshold=threshold, runtime="torch"),
-                                              path)[1]
+        t2 = registry.load("omni", threshold=threshold, runtime="torch")
+        results["t2"] = pipeline.analyze_file(t2, path)[1]
     finally:
         torch.set_num_threads(saved)
     onnx = tmp_path / "omni.onnx"
