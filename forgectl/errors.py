@@ -70,8 +70,8 @@ def require_torch(purpose: str) -> None:
     """Raise a one-line :class:`UsageError` when PyTorch is not installed: the default install
     runs every shipped method in onnxruntime, and only ``purpose`` (training, export, the
     torch runtime) needs the ``train`` extra."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
+    try:
+        import torch  # noqa: F401  (imported by the caller next anyway)
+    except ImportError:
         raise UsageError(f"{purpose} needs PyTorch, which this install does not have: "
-                         "pip install 'forgectl[train]'")
+                         "pip install 'forgectl[train]'") from None

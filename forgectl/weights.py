@@ -24,15 +24,28 @@ from forgectl.errors import WeightsError, require_torch
 if TYPE_CHECKING:
     import torch
 
-#: The shipped weights folder of a checkout (``<method>-<config>.safetensors`` + card).
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: The shipped weights folder of a checkout (``<method>-<config>.safetensors`` + card + ONNX
+#: twin), which editable installs and the tests use.
+CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: Its copy inside an installed package (a wheel, ``pip install .``, pipx): pyproject.toml maps
+#: weights/ to ``forgectl._shipped`` with the files the default runtime runs.
+PACKAGED_NAME = "_shipped"
+
+
+def shipped_dir() -> Path:
+    """The shipped weights: the installed package's own copy (package data, found through
+    :mod:`importlib.resources`) when there is one, else the checkout's ``weights/``."""
+    from importlib.resources import files
+
+    packaged = files("forgectl") / PACKAGED_NAME
+    return Path(str(packaged)) if packaged.is_dir() else CHECKOUT_DIR
 
 
 def weights_dir() -> Path:
     """Where shipped weights are looked up and ``forgectl train --ship`` writes:
-    ``FORGECTL_WEIGHTS_DIR`` when set (installs outside a checkout, tests), else
-    :data:`SHIPPED_DIR`. Read at each call, so a test or a caller can point it elsewhere."""
-    return Path(os.environ.get("FORGECTL_WEIGHTS_DIR") or SHIPPED_DIR)
+    ``FORGECTL_WEIGHTS_DIR`` when set (tests, a folder of one's own), else
+    :func:`shipped_dir`. Read at each call, so a test or a caller can point it elsewhere."""
+    return Path(os.environ.get("FORGECTL_WEIGHTS_DIR") or shipped_dir())
 
 
 def sha256_file(path: Path) -> str:

@@ -74,3 +74,33 @@ def write_random_weights(model: Any, path: Path, method: str, config: dict[str, 
             "config": config, "weights": {"file": path.name, "sha256": sha256_file(path)}}
     path.with_suffix(".json").write_text(json.dumps(card))
     return path
+
+
+#: A ``sitecustomize`` that makes ``import torch`` fail as on an install without the train
+#: extra (a finder that refuses it; ``sys.modules["torch"] = None`` would instead break
+#: libraries such as scipy that look for torch arrays in ``sys.modules``).
+_NO_TORCH = """import sys
+
+
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        return None
+
+
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def run_without_torch(args: list[Any], cwd: Path, env: dict[str, str] | None = None,
+                      timeout: float = 600) -> subprocess.CompletedProcess:
+    """``forgectl ARGS`` in a fresh interpreter where ``import torch`` fails, as on the default
+    (torch-free) install; returns the completed process (text stdout/stderr)."""
+    poison = Path(cwd) / "no-torch"
+    poison.mkdir(parents=True, exist_ok=True)
+    (poison / "sitecustomize.py").write_text(_NO_TORCH)
+    env = {**os.environ, **(env or {}), "PYTHONPATH": f"{poison}{os.pathsep}{REPO}"}
+    code = "import sys; from forgectl.cli import main; sys.argv[0] = 'forgectl'; main()"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

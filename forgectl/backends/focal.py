@@ -93,9 +93,12 @@ class FocalBackend(LearnedBackend):
 
     def _features(self, rgb: np.ndarray, config: dict[str, Any], run: Any) -> np.ndarray:
         """(H, W, 3) uint8 -> (D, ceil(H/4), ceil(W/4)) blended embeddings of one extractor."""
-        from forgectl.nets.focal import input_normalization
+        if run is None:  # this method's own extractor, on its runtime
+            mean, std = self.normalization()
+        else:  # the second extractor (PyTorch)
+            from forgectl.nets.focal import input_normalization
 
-        mean, std = input_normalization(config)
+            mean, std = input_normalization(config)
         plan = self.plan(rgb.shape[0], rgb.shape[1])
         padded = pad_to(rgb, plan.padded_height, plan.padded_width)
 
@@ -109,6 +112,12 @@ class FocalBackend(LearnedBackend):
         with self.running(run):
             return self.blend(plan, feeds, output="features", channels=int(config["dim"]),
                               stride=STRIDE)
+
+    def torch_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        from forgectl.nets.focal import input_normalization
+
+        # A focal config may set its own mean/std instead of its encoder's.
+        return input_normalization(self.model_config())
 
     def _second_runner(self, path: Path) -> tuple[Any, dict[str, Any]]:
         import torch

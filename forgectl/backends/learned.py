@@ -212,6 +212,7 @@ class LearnedBackend(Backend):
         self._runner: TileRunner | None = None
         self._runner_override: TileRunner | None = None
         self._auxiliary: dict[str, TileRunner] = {}
+        self._norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def auto_runtime(self, weights: str | Path | None) -> str:
         """``--weights FILE`` runs on what the file is (``.onnx``: onnx); the shipped weights
@@ -254,6 +255,29 @@ class LearnedBackend(Backend):
     def model_config(self) -> dict[str, Any]:
         """The network config of the model card."""
         return W.network_config(self.model_card(), self.weights_path)
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` per RGB channel of the network's ``image`` input, for pixels scaled
+        to [0, 1]. With ``runtime="onnx"`` they come from the contract embedded in the exported
+        file, so that path never imports torch; else from :meth:`torch_normalization`."""
+        if self._norm is None:
+            if self.runtime == "onnx":
+                try:
+                    spec = self.model_card()["export"]["inputs"]["image"]
+                    self._norm = tuple(spec["mean"]), tuple(spec["std"])
+                except (KeyError, TypeError) as exc:
+                    raise WeightsError(f"{self.weights_path.name}: model card has no input "
+                                       f"normalization ({exc!r})") from exc
+            else:
+                self._norm = self.torch_normalization()
+        return self._norm
+
+    def torch_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` of the encoder the card's config names (``encoder``)."""
+        from forgectl.nets.encoders import encoder_entry
+
+        entry = encoder_entry(self.model_config()["encoder"])
+        return tuple(entry.mean), tuple(entry.std)
 
     def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
         """A network for ``config`` with random (never pretrained) weights."""

@@ -30,7 +30,6 @@ from forgectl.analysis.network_inputs import dct_planes, normalize_rgb
 from forgectl.backends.base import MethodSpec, Result
 from forgectl.backends.learned import ExportGraph, LearnedBackend, TileRunner, tiling_options
 from forgectl.backends.options import Option
-from forgectl.errors import WeightsError
 from forgectl.intake import ForensicImage
 
 if TYPE_CHECKING:
@@ -128,30 +127,11 @@ class OmniBackend(LearnedBackend):
         self.tile = self.options["tile"]
         self.overlap = self.options["overlap"]
         self.gate_tiles = self.options["gate_tiles"]
-        self._norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def build_network(self, config: dict[str, Any]) -> OmniIML:
         from forgectl.nets.omni import OmniIML
 
         return OmniIML(config, with_box_head=False, pretrained=False)
-
-    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """``(mean, std)`` the encoder expects. With ``runtime="onnx"`` they come from the
-        contract embedded in the exported file, so that path never imports torch."""
-        if self._norm is None:
-            if self.runtime == "onnx":
-                try:
-                    spec = self.model_card()["export"]["inputs"]["image"]
-                    self._norm = tuple(spec["mean"]), tuple(spec["std"])
-                except (KeyError, TypeError) as exc:
-                    raise WeightsError(f"{self.weights_path.name}: model card has no input "
-                                       f"normalization ({exc})") from exc
-            else:
-                from forgectl.nets.encoders import encoder_entry
-
-                entry = encoder_entry(self.model_config()["encoder"])
-                self._norm = tuple(entry.mean), tuple(entry.std)
-        return self._norm
 
     # ------------------------------------------------------------------ inference
 

@@ -1,0 +1,113 @@
+"""The default install is torch-free and self-contained (issue #20): every ready method runs on
+what ships (ONNX twins in onnxruntime, numpy/OpenCV), the twins match the weights they were
+exported from, and a wheel carries them so `pip install .` runs learned methods."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+import venv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from setuptools import find_packages
+
+from forgectl import registry
+from forgectl.backends.learned import LearnedBackend, OnnxRunner
+from forgectl.weights import CHECKOUT_DIR, sha256_file
+from tests.helpers import REPO, natural_image, run_without_torch
+
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _learned_ready() -> list[str]:
+    return [m for m in registry.available() if registry.get_spec(m).kind == "learned"]
+
+
+def _twins() -> list[Path]:
+    return sorted(CHECKOUT_DIR.glob("*.onnx"))
+
+
+def test_the_package_list_is_the_source_tree():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    found = set(find_packages(str(REPO), include=["forgectl*"]))
+    assert listed - {"forgectl._shipped"} == found
+    assert PYPROJECT["tool"]["setuptools"]["package-dir"]["forgectl._shipped"] == "weights"
+
+
+def test_torch_is_only_in_the_train_extra():
+    deps = " ".join(PYPROJECT["project"]["dependencies"])
+    for heavy in ("torch", "timm", "onnx>"):
+        assert heavy not in deps.replace("onnxruntime", "")
+    assert any(d.startswith("torch") for d in PYPROJECT["project"]["optional-dependencies"]
+               ["train"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("twin", _twins(), ids=lambda p: p.name)
+def test_every_shipped_twin_is_the_export_of_the_weights_beside_it(twin):
+    export = (OnnxRunner(twin, threads=1).card or {}).get("export") or {}
+    source = CHECKOUT_DIR / str(export.get("source_weights"))
+    assert source.is_file(), f"{twin.name}: exported from {source.name}, which is not shipped"
+    assert export["source_weights_sha256"] == sha256_file(source), (
+        f"{twin.name} no longer matches {source.name}: forgectl export --method "
+        f"{export.get('method')} --shipped")
+    assert export["parity"]["max_abs_diff"] <= export["parity"]["tolerance"]
+
+
+@pytest.mark.parametrize("method", _learned_ready())
+def test_every_learned_method_ships_its_twins(method):
+    backend = registry.load(method)
+    assert isinstance(backend, LearnedBackend)
+    assert backend.runtime == "onnx", f"{method}: no ONNX twin beside its weights"
+    for aux in backend.auxiliary_networks():
+        assert aux.twin.is_file(), f"{method}: {aux.twin.name} is not shipped"
+
+
+@pytest.mark.slow
+def test_every_method_runs_by_default_without_torch(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(natural_image(160, 224, seed=3)).save(photo, quality=88)
+    for method in registry.available():
+        out = tmp_path / method
+        done = run_without_torch(["localize", str(photo), "-m", method, "--out", str(out)],
+                                 tmp_path, {"FORGECTL_THREADS": "2"})
+        assert done.returncode == 0, f"{method}: {done.stderr[-800:]}"
+        record = json.loads((out / "photo.json").read_text())
+        if registry.get_spec(method).kind in ("learned", "fusion"):
+            assert record["method"]["runtime"] == "onnx", method
+        assert np.isfinite(record["score"]), method
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_weights_and_runs_without_torch(tmp_path):
+    """Build the wheel, install it (default extras) into a new venv, localize with a learned
+    method from outside the checkout: the weights come from the package, torch is absent."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", "-w", str(wheels), str(REPO)], check=True,
+                   cwd=tmp_path, timeout=600)
+    wheel = next(wheels.glob("forgectl-*.whl"))
+    assert wheel.stat().st_size < 100e6, f"wheel is {wheel.stat().st_size / 1e6:.0f} MB"
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"),
+                    str(wheel)], check=True, cwd=tmp_path, timeout=1200)
+    assert subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FORGECTL_WEIGHTS_DIR", "PYTHONPATH")}
+    done = subprocess.run([str(env_dir / "bin" / "forgectl"), "localize",
+                           str(REPO / "examples" / "splice.jpg"), "-m", "omni", "--out", "out"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-800:]
+    record = json.loads((tmp_path / "out" / "splice.json").read_text())
+    assert record["method"]["runtime"] == "onnx"
+    assert "site-packages" in subprocess.run(
+        [str(py), "-c", "from forgectl.weights import weights_dir; print(weights_dir())"],
+        env=env, capture_output=True, text=True, check=True).stdout
