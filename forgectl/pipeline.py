@@ -483,8 +483,10 @@ class IsolatedRunner:
 
     def __init__(self, backend: Backend, max_pixels: int | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, max_memory_mb: float = 0,
-                 poll: float = 0.05) -> None:
+                 poll: float = 0.05, environ: dict[str, str] | None = None) -> None:
         self.backend = backend
+        #: Variables set in the worker on top of this process's (its thread budget).
+        self.environ = dict(environ or {})
         self.max_pixels = max_pixels
         self.timeout = float(timeout or 0)
         self.max_memory_mb = float(max_memory_mb or 0)
@@ -504,7 +506,8 @@ class IsolatedRunner:
         ctx = _context()
         parent_conn, child_conn = ctx.Pipe()
         proc = ctx.Process(target=_worker_main, name="forgectl-worker", daemon=True,
-                           args=(child_conn, self.backend, self.max_pixels, dict(os.environ)))
+                           args=(child_conn, self.backend, self.max_pixels,
+                                 {**os.environ, **self.environ}))
         proc.start()
         child_conn.close()
         self._proc, self._conn = proc, parent_conn
@@ -628,3 +631,94 @@ class IsolatedRunner:
         self._kill()
         if current is not None:
             discard_outputs(current.out_stem)
+
+
+def local_workers(requested: int | None, images: int) -> int:
+    """How many worker processes ``localize -j`` runs: ``requested``, else one per CPU; never
+    more than there are images."""
+    wanted = requested if requested is not None else (os.cpu_count() or 1)
+    return max(1, min(wanted, images))
+
+
+class ParallelRunner:
+    """Images in ``workers`` isolated worker processes at once (``localize -j N``), each an
+    :class:`IsolatedRunner` (same timeout, memory bound and crash handling per image) with
+    ``threads`` compute threads. :meth:`records` yields in input order, so results.jsonl,
+    stdout and the outputs are those of one worker, only sooner.
+
+    Args:
+        backend, max_pixels, timeout: as for :class:`IsolatedRunner`.
+        workers: processes (>= 1).
+        max_memory_mb: the bound of each worker (0 = none).
+        threads: ``FORGECTL_THREADS`` of each worker.
+    """
+
+    isolated = True
+
+    def __init__(self, backend: Backend, max_pixels: int | None, workers: int,
+                 timeout: float = DEFAULT_TIMEOUT_S, max_memory_mb: float = 0,
+                 threads: int = 1) -> None:
+        env = {"FORGECTL_THREADS": str(max(1, threads))}
+        self.runners = [IsolatedRunner(backend, max_pixels, timeout, max_memory_mb,
+                                       environ=env) for _ in range(max(1, workers))]
+        self.stop_signal: int | None = None
+
+    @property
+    def pool_size(self) -> int:
+        return len(self.runners)
+
+    def start(self) -> None:
+        for runner in self.runners:
+            runner.start()
+
+    def request_stop(self, signum: int) -> None:
+        self.stop_signal = signum
+        for runner in self.runners:
+            runner.request_stop(signum)
+
+    def records(self, todo: list[InputFile]) -> Iterable[tuple[InputFile, dict[str, Any]]]:
+        """``(item, record)`` per image in ``todo``'s order, analysed ``len(runners)`` at a
+        time (one thread per worker waits for it).
+
+        Raises:
+            StopBatch: a stop was requested; images in progress were dropped.
+            OutputError, WeightsError, UsageError: a batch-fatal error in a worker.
+        """
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        idle: queue.SimpleQueue[IsolatedRunner] = queue.SimpleQueue()
+        for runner in self.runners:
+            idle.put(runner)
+
+        def analyse(item: InputFile) -> dict[str, Any]:
+            runner = idle.get()
+            try:
+                return runner.run(item)
+            finally:
+                idle.put(runner)
+
+        pool = ThreadPoolExecutor(len(self.runners), thread_name_prefix="forgectl-wait")
+        try:
+            futures = [pool.submit(analyse, item) for item in todo]
+            for item, future in zip(todo, futures, strict=True):
+                yield item, future.result()
+        except BaseException:
+            # Stop the others at once (their images are dropped, as for a signal) instead of
+            # letting every queued image run before the error surfaces.
+            for runner in self.runners:
+                runner.request_stop(self.stop_signal or signal.SIGTERM)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()
+
+    def __enter__(self) -> ParallelRunner:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        for runner in self.runners:
+            runner.__exit__(exc_type, *exc)

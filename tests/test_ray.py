@@ -197,8 +197,8 @@ def test_engine_options_are_usage_errors_without_ray_engine(cli, tmp_path, monke
     out = tmp_path / "o"
     r = cli(["localize", img, "--out", out, "--address", "127.0.0.1:6379"])
     assert r.exit_code == 2 and "--address needs --engine ray" in r.stderr
-    r = cli(["localize", img, "--out", out, "-j", "2"])
-    assert r.exit_code == 2 and "--workers needs --engine ray" in r.stderr
+    r = cli(["localize", img, "--out", out, "-j", "2", "--no-isolate"])
+    assert r.exit_code == 2 and "drop --no-isolate" in r.stderr
     r = cli(["localize", img, "--out", out, "--engine", "spark"])
     assert r.exit_code == 2 and "--engine must be one of local, ray" in r.stderr
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed

@@ -122,8 +122,9 @@ def localize(
     workers: Annotated[
         int | None,
         typer.Option("--workers", "-j", min=1, show_default=False,
-                     help="--engine ray: number of workers (default: one per CPU of the "
-                     "cluster; for a local Ray, the CPUs it may use)."),
+                     help="Images analysed at once, each in its own worker process sharing "
+                     "the CPUs (default: one per CPU; same outputs as -j 1). --engine ray: "
+                     "its number of workers (default: one per CPU of the cluster)."),
     ] = None,
 ) -> None:
     """Localize manipulations: write <stem>.mask.png, .heatmap.png, .overlay.png and .json.
@@ -141,6 +142,8 @@ def localize(
     check_restore_mode(restore)
     if not isolate and (timeout is not None or max_memory is not None):
         raise UsageError("--timeout and --max-memory need the worker process: drop --no-isolate")
+    if not isolate and engine == "local" and (workers or 1) > 1:
+        raise UsageError("-j N runs worker processes: drop --no-isolate")
     _check_engine(engine, address, workers)
     files, problems = pipeline.collect_inputs(paths, recursive=recursive)
     options = parse_params(param or [])
@@ -182,10 +185,16 @@ def localize(
                            timeout=pipeline.DEFAULT_TIMEOUT_S if timeout is None else timeout,
                            max_memory_mb=max_memory)
     elif isolate:
-        runner = pipeline.IsolatedRunner(
-            backend, max_pixels,
-            timeout=pipeline.DEFAULT_TIMEOUT_S if timeout is None else timeout,
-            max_memory_mb=pipeline.default_max_memory_mb() if max_memory is None else max_memory)
+        n = pipeline.local_workers(workers, len(todo))
+        memory = pipeline.default_max_memory_mb() // n if max_memory is None else max_memory
+        seconds = pipeline.DEFAULT_TIMEOUT_S if timeout is None else timeout
+        if n > 1:
+            runner = pipeline.ParallelRunner(backend, max_pixels, n, timeout=seconds,
+                                             max_memory_mb=memory,
+                                             threads=max(1, _thread_budget() // n))
+        else:
+            runner = pipeline.IsolatedRunner(backend, max_pixels, timeout=seconds,
+                                             max_memory_mb=memory)
     else:
         runner = pipeline.InProcessRunner(backend, max_pixels)
 
@@ -223,6 +232,8 @@ def localize(
     if engine == "ray" and getattr(runner, "pool_size", 0):
         where += f" on Ray ({runner.pool_size} worker(s)"
         where += f", {runner.retried} image(s) retried)" if runner.retried else ")"
+    elif getattr(runner, "pool_size", 1) > 1:
+        where += f" in {runner.pool_size} worker processes"
     summary = f"forgectl: {counts.done} image(s) analysed with {method}{where}"
     if finished:
         summary += f" ({len(finished)} finished earlier, kept)"
@@ -258,13 +269,21 @@ def _check_engine(engine: str, address: str | None, workers: int | None) -> None
     if engine != "ray":
         if address is not None:
             raise UsageError("--address needs --engine ray")
-        if workers is not None:
-            raise UsageError("--workers needs --engine ray (the local engine runs one worker)")
         return
     from forgectl.engine_ray import ray_available
 
     if not ray_available():
         raise UsageError("--engine ray needs Ray: pip install 'forgectl[ray]'")
+
+
+def _thread_budget() -> int:
+    """Compute threads all local workers share: ``FORGECTL_THREADS`` when set, else the
+    CPUs."""
+    import os
+
+    from forgectl.backends.base import compute_threads
+
+    return compute_threads() if os.environ.get("FORGECTL_THREADS") else (os.cpu_count() or 1)
 
 
 def _records(runner: Any, todo: list) -> Iterator[tuple[Any, dict]]:
