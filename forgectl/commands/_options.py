@@ -35,6 +35,11 @@ RuntimeOpt = Annotated[
         "onnx, or torch (needs the train extra).",
     ),
 ]
+#: = forgectl.intake.DEFAULT_MAX_PIXELS, written out for the same reason as RESTORE_DEFAULT.
+MAX_PIXELS_DEFAULT = 100_000_000
+#: = forgectl.restore.DEFAULT_RESTORE_MODE, written out so that `forgectl --help` does not
+#: import numpy and the imaging stack (a test keeps the two equal).
+RESTORE_DEFAULT = "off"
 RestoreOpt = Annotated[
     str,
     typer.Option(

@@ -9,8 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
-from forgectl.commands._options import OutDirOpt, RestoreOpt, RuntimeOpt, ThresholdOpt
-from forgectl.restore import DEFAULT_RESTORE_MODE
+from forgectl.commands._options import (
+    RESTORE_DEFAULT,
+    OutDirOpt,
+    RestoreOpt,
+    RuntimeOpt,
+    ThresholdOpt,
+)
 
 
 def _split_methods(text: str, ready: list[str], known: list[str]) -> list[str]:
@@ -127,7 +132,7 @@ def benchmark(
         bool, typer.Option("--no-clean", help="With --perturb, skip the unperturbed run.")
     ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
-    restore: RestoreOpt = DEFAULT_RESTORE_MODE,
+    restore: RestoreOpt = RESTORE_DEFAULT,
     runtime: RuntimeOpt = "auto",
 ) -> None:
     """Benchmark methods on a dataset: localization, detection, authentic false positives,

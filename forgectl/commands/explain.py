@@ -7,9 +7,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from forgectl.commands._options import MaxPixelsOpt, OutDirOpt, RestoreOpt, ThresholdOpt
-from forgectl.intake import DEFAULT_MAX_PIXELS
-from forgectl.restore import DEFAULT_RESTORE_MODE
+from forgectl.commands._options import (
+    MAX_PIXELS_DEFAULT,
+    RESTORE_DEFAULT,
+    MaxPixelsOpt,
+    OutDirOpt,
+    RestoreOpt,
+    ThresholdOpt,
+)
 
 if TYPE_CHECKING:  # report and the stage import numpy and more: not at `--help` time
     from forgectl.intake import ForensicImage
@@ -55,8 +60,8 @@ def explain(
         ),
     ] = None,
     threshold: ThresholdOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    restore: RestoreOpt = DEFAULT_RESTORE_MODE,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS_DEFAULT,
+    restore: RestoreOpt = RESTORE_DEFAULT,
 ) -> None:
     """Evidence report for one image: <stem>.report.html (self-contained) and .report.json.
 

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from forgectl.commands._options import (
+    MAX_PIXELS_DEFAULT,
+    RESTORE_DEFAULT,
     MaxPixelsOpt,
     MethodOpt,
     OutDirOpt,
@@ -22,8 +24,6 @@ from forgectl.commands._options import (
     WeightsOpt,
 )
 from forgectl.commands._records import emit_record
-from forgectl.intake import DEFAULT_MAX_PIXELS
-from forgectl.restore import DEFAULT_RESTORE_MODE
 
 EXIT_FAILED = 1
 EXIT_GATE = 3
@@ -78,9 +78,9 @@ def localize(
         list[str] | None,
         typer.Option("--param", "-p", help="Method option KEY=VALUE (repeatable)."),
     ] = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS_DEFAULT,
     runtime: RuntimeOpt = "auto",
-    restore: RestoreOpt = DEFAULT_RESTORE_MODE,
+    restore: RestoreOpt = RESTORE_DEFAULT,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Skip images whose outputs in --out are complete and were "
