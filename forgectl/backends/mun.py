@@ -12,22 +12,41 @@ that square: the multi-modal query's sums depend on the map size) and MUN's per-
 probabilities are blended. ``maps["noiseprint"]`` is the extractor's own anomaly map (local
 statistics against the image's median), shown by ``explain`` next to MUN's heatmap.
 
-The exported graph (``forgectl export``) is MUN on one tile, ``(image, noiseprint) -> mask``;
-the extractor runs in PyTorch before it, from the weights it was shipped in (the mun file
-with ``--runtime torch``, ``weights/noiseprint-<config>.safetensors`` with ``--runtime onnx``).
+Two networks, one loop on either runtime: the exported graph (``forgectl export``) is MUN on
+one tile, ``(image, noiseprint) -> mask``; the extractor is the auxiliary network
+``noiseprint`` (:meth:`MunBackend.auxiliary_networks`), from the file the MUN card names
+(``weights/noiseprint-<config>.safetensors``, the float32 extractor MUN was trained with; the
+MUN file's own float16 copy only when the card names none, as for a test's random weights).
+``forgectl export --method mun --shipped`` writes both ONNX twins (``mun-tiny.onnx``,
+``noiseprint-tiny.onnx``); with ``--runtime onnx`` (the default when they exist) the tiled
+extraction (:func:`forgectl.analysis.noiseprint.extract_tiled`), the input normalization and
+the anomaly map all come from numpy and the twins' cards, so torch is never imported.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from forgectl.analysis.network_inputs import normalize_rgb
-from forgectl.backends.base import MethodSpec, Result
-from forgectl.backends.learned import ExportGraph, LearnedBackend, tiling_options
+from forgectl.analysis.noiseprint import (
+    EXTRACTION_TILE,
+    extract_tiled,
+    noiseprint_heatmap,
+    noiseprint_input,
+)
+from forgectl.backends.base import MethodSpec, Result, compute_threads
+from forgectl.backends.learned import (
+    AuxiliaryNetwork,
+    ExportGraph,
+    LearnedBackend,
+    tiling_options,
+)
 from forgectl.errors import WeightsError
 from forgectl.intake import ForensicImage
+from forgectl.synth.scenes import natural_image
 from forgectl.tiling import pad_to, plan_tiles
 from forgectl.weights import load_network, weights_dir
 
@@ -41,6 +60,13 @@ PAPER = (
 MULTIPLE = 32
 #: Trace size of the export: a multiple of 32 that no parity sample's tile has.
 TRACE_SIZE = (160, 224)
+#: Trace size of the extractor's export: odd, and no parity sample has it, so a size frozen
+#: into the graph fails the parity check.
+NOISEPRINT_TRACE = (45, 67)
+#: Parity samples of the extractor's twin (H, W): odd sizes, sizes that are not multiples of
+#: 8 or 32, and sides longer than the extraction tile (EXTRACTION_TILE = 1024), since the
+#: twin runs on whole images up to that tile plus margins. Thin strips keep the check cheap.
+NOISEPRINT_SAMPLES = ((37, 53), (100, 260), (257, 181), (1041, 76), (72, 1050))
 
 
 def mun_tile_graph(model: Any) -> torch.nn.Module:
@@ -59,6 +85,41 @@ def mun_tile_graph(model: Any) -> torch.nn.Module:
     return MunTile(model).eval()
 
 
+def extractor_graph(net: Any) -> ExportGraph:
+    """The noise extractor as an export graph: ``image (1, 3, H, W)`` float32 ``rgb / scale``
+    -> ``noiseprint (1, 1, H, W)``, any H, W. The contract records what the torch-free path
+    needs besides the graph: the input scale and the receptive radius of the tiled loop."""
+    rng = np.random.default_rng(0)
+    h, w = NOISEPRINT_TRACE
+    scale = float(net.input_scale)
+    example = {"image": (rng.integers(0, 256, (1, 3, h, w)) / scale).astype(np.float32)}
+    contract = {
+        "inputs": {"image": {"shape": [1, 3, "height", "width"], "dtype": "float32",
+                             "meaning": "RGB, channels first, rgb / scale", "scale": scale}},
+        "outputs": {"noiseprint": {"shape": [1, 1, "height", "width"], "dtype": "float32",
+                                   "meaning": "the noise residual (camera/processing "
+                                   "fingerprint) MUN's noise stream reads"}},
+        "constraints": {"batch": 1, "multiple": 1, "receptive_margin": int(net.margin),
+                        "tiling": "any size; large images in output tiles grown by "
+                        "receptive_margin pixels inside the image, which equals one pass"},
+    }
+    return ExportGraph(
+        module=net.eval(),
+        input_names=("image",),
+        output_names=("noiseprint",),
+        dynamic_axes={"image": {2: "height", 3: "width"},
+                      "noiseprint": {2: "height", 3: "width"}},
+        example=example,
+        contract=contract,
+    )
+
+
+def noiseprint_samples() -> list[dict[str, np.ndarray]]:
+    """Parity feeds of the extractor's twin: photo-like images at :data:`NOISEPRINT_SAMPLES`."""
+    return [{"image": noiseprint_input(natural_image(h, w, seed=i))}
+            for i, (h, w) in enumerate(NOISEPRINT_SAMPLES)]
+
+
 class MunBackend(LearnedBackend):
     """MUN inference: full-image noiseprint, then square tiles of the training crop."""
 
@@ -75,7 +136,7 @@ class MunBackend(LearnedBackend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._extractor: Any = None
+        self._noiseprint_graph: ExportGraph | None = None
 
     def build_network(self, config: dict[str, Any]) -> Any:
         from forgectl.nets.mun import MUNTrainingModel
@@ -83,42 +144,79 @@ class MunBackend(LearnedBackend):
         # The extractor's weights come with the file (noiseprint.*): no separate load here.
         return MUNTrainingModel({**config, "noiseprint_weights": None}, pretrained=False)
 
-    def extractor(self) -> Any:
-        """The frozen noiseprint extractor (eval mode)."""
-        if self._extractor is None:
-            if self.runtime == "torch":
-                self._extractor = self.model().noiseprint
+    # ------------------------------------------------------------------ noise extractor
+
+    def noiseprint_files(self) -> tuple[Path, Path]:
+        """``(weights, twin)`` of the noise extractor.
+
+        The file the MUN card names, in the weights folder (MUN was trained with it frozen, in
+        float32; the shipped MUN file holds a float16 copy). Only when the card names none
+        (random test weights) or, on torch, the named file is absent, the copy inside the MUN
+        file itself, with its twin beside it as ``<stem>-noiseprint.onnx``.
+        """
+        name = self.model_config().get("noiseprint_weights")
+        if name:
+            path = weights_dir() / Path(str(name)).name
+            if self.runtime == "onnx" or path.is_file():
+                return path, path.with_suffix(".onnx")
+        own = self.weights_path
+        return own, own.with_name(f"{own.stem}-noiseprint.onnx")
+
+    def noiseprint_graph(self) -> ExportGraph:
+        """The extractor's export graph (PyTorch), built once; its module is what the torch
+        runtime runs and what ``forgectl export`` traces."""
+        if self._noiseprint_graph is None:
+            weights, _ = self.noiseprint_files()
+            if weights == self.weights_path:
+                net = self.model().noiseprint
             else:
+                import torch
+
                 from forgectl.nets.noiseprint import NoiseprintNet
 
-                name = self.model_config().get("noiseprint_weights") or ""
-                path = weights_dir() / str(name).split("/")[-1]
-                if not path.is_file():
-                    raise WeightsError(f"mun --runtime onnx needs the noiseprint extractor "
-                                       f"{path} (forgectl train --method noiseprint --ship)")
-                self._extractor, _ = load_network(path, NoiseprintNet)
-        return self._extractor
+                # model() sets the thread budget; the extractor runs before MUN is loaded.
+                torch.set_num_threads(compute_threads())
+                net, _ = load_network(weights, NoiseprintNet)
+            self._noiseprint_graph = extractor_graph(net)
+        return self._noiseprint_graph
+
+    def auxiliary_networks(self) -> tuple[AuxiliaryNetwork, ...]:
+        weights, twin = self.noiseprint_files()
+        return (AuxiliaryNetwork(name="noiseprint", weights=weights, twin=twin,
+                                 graph=self.noiseprint_graph, samples=noiseprint_samples),)
+
+    def noiseprint_contract(self) -> tuple[float, int]:
+        """``(input scale, receptive margin)`` of the extractor: from the graph on torch, from
+        the contract embedded in the twin on onnx (no torch, no network code)."""
+        if self.runtime != "onnx":
+            contract = self.noiseprint_graph().contract
+        else:
+            runner = self.auxiliary_runner("noiseprint")
+            contract = (getattr(runner, "card", None) or {}).get("export") or {}
+        try:
+            return (float(contract["inputs"]["image"]["scale"]),
+                    int(contract["constraints"]["receptive_margin"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            _, twin = self.noiseprint_files()
+            raise WeightsError(f"{twin.name}: model card has no input scale or receptive "
+                               f"margin ({exc!r}); export it again with `forgectl export "
+                               "--method mun --shipped`") from exc
 
     def noiseprint(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (H, W) float32 noiseprint of the full-resolution image."""
-        import torch
+        """(H, W, 3) uint8 -> (H, W) float32 noiseprint of the full-resolution image, through
+        the same numpy tiling loop on either runtime."""
+        scale, margin = self.noiseprint_contract()
+        run = self.auxiliary_runner("noiseprint")
+        return extract_tiled(run, noiseprint_input(rgb, scale), margin, EXTRACTION_TILE)[0, 0]
 
-        from forgectl.nets.noiseprint import extract_tiled, rgb_input
-
-        with torch.inference_mode():
-            return extract_tiled(self.extractor(), rgb_input(rgb))[0, 0].numpy()
-
-    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def torch_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        # MUN's config names its RGB stream's encoder "rgb_encoder" (the noise stream has one too).
         from forgectl.nets.encoders import encoder_entry
 
         entry = encoder_entry(self.model_config()["rgb_encoder"])
         return tuple(entry.mean), tuple(entry.std)
 
     def analyze(self, image: ForensicImage) -> Result:
-        import torch
-
-        from forgectl.nets.noiseprint import noiseprint_heatmap
-
         h, w = image.height, image.width
         noise = self.noiseprint(image.rgb)
         tile = self.options["tile"]
@@ -135,10 +233,11 @@ class MunBackend(LearnedBackend):
                     "noiseprint": np.ascontiguousarray(noise_pad[win], np.float32)[None, None]}
 
         heat = self.blend(plan, feeds)[:h, :w]
-        with torch.inference_mode():
-            noise_map = noiseprint_heatmap(torch.from_numpy(noise)[None, None])[0, 0].numpy()
+        noise_map = noiseprint_heatmap(noise)
         facts = {"tiles": len(plan.tiles), "tile_size": tile,
                  "noiseprint": self.model_config().get("noiseprint"),
+                 # which extractor weights ran (the onnx twin is their parity-checked export)
+                 "noiseprint_weights": self.noiseprint_files()[0].name,
                  "rgb_encoder": self.model_config().get("rgb_encoder"),
                  "mmq": self.model_config().get("mmq", True)}
         return Result.from_heatmap(heat, self.threshold, maps={"noiseprint": noise_map},

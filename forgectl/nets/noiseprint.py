@@ -39,8 +39,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from forgectl.analysis.noiseprint import EXTRACTION_TILE, receptive_windows
+from forgectl.analysis.noiseprint import local_descriptors as np_local_descriptors
+from forgectl.analysis.noiseprint import noiseprint_heatmap as np_noiseprint_heatmap
 
 NOISEPRINT_CONFIGS: dict[str, dict[str, Any]] = {
     # As published (Noiseprint++ in TruFor / MUN's npp.pth): 17 layers, 64 channels.
@@ -141,15 +144,17 @@ def rgb_input(rgb: Any, scale: float = 256.0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_tiled(net: NoiseprintNet, x: torch.Tensor, tile: int = 1024) -> torch.Tensor:
+def extract_tiled(net: NoiseprintNet, x: torch.Tensor, tile: int = EXTRACTION_TILE
+                  ) -> torch.Tensor:
     """The noiseprint of a large image, tile by tile, identical to one full-frame pass.
 
     Each ``tile x tile`` output window is computed from an input window grown by the network's
-    receptive radius (``net.margin``) on every side that is inside the image, so it sees the
-    same pixels (and, at image borders, the same zero padding) as a full-frame pass: the
-    result equals ``net(x)`` in eval mode up to float rounding, with memory bounded by the
-    tile size instead of the image size (a 12 MP full-frame pass of the paper config holds
-    several GB of 64-channel activations).
+    receptive radius (``net.margin``) on every side that is inside the image
+    (:func:`forgectl.analysis.noiseprint.receptive_windows`, the windows the backend's
+    runtime-agnostic numpy loop uses too), so it sees the same pixels (and, at image borders,
+    the same zero padding) as a full-frame pass: the result equals ``net(x)`` in eval mode up
+    to float rounding, with memory bounded by the tile size instead of the image size (a
+    12 MP full-frame pass of the paper config holds several GB of 64-channel activations).
 
     Args:
         net: the extractor, in eval mode (BatchNorm on running statistics).
@@ -161,74 +166,37 @@ def extract_tiled(net: NoiseprintNet, x: torch.Tensor, tile: int = 1024) -> torc
     if net.training:
         raise ValueError("extract_tiled needs the network in eval mode")
     b, _, h, w = x.shape
-    m = net.margin
     out = x.new_empty((b, 1, h, w))
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
-            iy0, ix0 = max(0, y0 - m), max(0, x0 - m)
-            iy1, ix1 = min(h, y1 + m), min(w, x1 + m)
-            res = net(x[:, :, iy0:iy1, ix0:ix1])
-            out[:, :, y0:y1, x0:x1] = res[:, :, y0 - iy0:y1 - iy0, x0 - ix0:x1 - ix0]
+    for (oy, ox), (iy, ix), (cy, cx) in receptive_windows(h, w, tile, net.margin):
+        out[:, :, oy, ox] = net(x[:, :, iy, ix])[:, :, cy, cx]
     return out
 
 
 # --------------------------------------------------------------------------- heat map
-
-#: Period of the JPEG block grid: the phase of the noiseprint's 8-periodic component is a
-#: local descriptor of the last compression's grid.
-_PERIOD = 8
+# The formulas live in numpy (forgectl.analysis.noiseprint), where the torch-free inference
+# path can use them; these wrappers keep the tensor interface of the training recipe's
+# validation and the benchmarks, so every caller computes the very same map.
 
 
 def local_descriptors(residual: torch.Tensor, window: int = 32) -> torch.Tensor:
-    """Per-pixel statistics of a noiseprint in a ``window x window`` neighbourhood.
-
-    Six channels: local mean, log local energy ``log(mean(r^2))``, and the local Fourier
-    coefficients (cosine, sine) of the 8-pixel period along x and along y, which carry the
-    strength and the phase of the block-grid pattern (a region compressed on another grid, or
-    not compressed, differs there). Box means use only pixels inside the image.
+    """:func:`forgectl.analysis.noiseprint.local_descriptors` per sample: six channels of
+    local statistics (mean, log energy, 8-periodic Fourier terms along x and y).
 
     Shapes: ``residual (B, 1, H, W)`` -> ``(B, 6, H, W)``.
     """
-    b, _, h, w = residual.shape
-    r = residual.float()
-    ys = torch.arange(h, device=r.device, dtype=r.dtype).view(1, 1, h, 1)
-    xs = torch.arange(w, device=r.device, dtype=r.dtype).view(1, 1, 1, w)
-    two_pi = 2.0 * math.pi / _PERIOD
-    maps = torch.cat([
-        r, r * r,
-        r * torch.cos(two_pi * xs), r * torch.sin(two_pi * xs),
-        r * torch.cos(two_pi * ys), r * torch.sin(two_pi * ys),
-    ], dim=1)
-    pad = window // 2
-    # count_include_pad=False: border pixels average over the pixels that exist, so the image
-    # border does not look like a region of low energy.
-    pooled = F.avg_pool2d(maps, window + 1 - window % 2, stride=1, padding=pad,
-                          count_include_pad=False)
-    # A tiny floor: the extractor's output scale is arbitrary (a fresh one is ~1e-5).
-    energy = torch.log(pooled[:, 1:2].clamp_min(1e-30))
-    return torch.cat([pooled[:, :1], energy, pooled[:, 2:]], dim=1)
+    r = residual.detach().float().cpu().numpy()
+    out = np.stack([np_local_descriptors(r[i, 0], window) for i in range(r.shape[0])])
+    return torch.from_numpy(out).to(residual.device)
 
 
 def noiseprint_heatmap(residual: torch.Tensor, window: int = 32, z_half: float = 3.0
                        ) -> torch.Tensor:
-    """A tamper probability map from a noiseprint: how far each pixel's local statistics are
-    from the image's typical (median) statistics, in robust standard deviations.
-
-    Each :func:`local_descriptors` channel is turned into a robust z-score (median and
-    1.4826 * MAD over the image), the channels are combined as a root mean square ``z``, and
-    ``p = z^2 / (z^2 + z_half^2)`` maps it into [0, 1) with p = 0.5 at ``z = z_half``. The
-    untouched part is assumed to be the majority of the image (the median's premise).
+    """:func:`forgectl.analysis.noiseprint.noiseprint_heatmap` per sample: a tamper
+    probability map from a noiseprint (robust z-scores of local statistics against the
+    image's median, ``p = z^2 / (z^2 + z_half^2)``).
 
     Shapes: ``residual (B, 1, H, W)`` -> ``(B, 1, H, W)`` in [0, 1).
     """
-    desc = local_descriptors(residual, window)
-    flat = desc.flatten(2)
-    med = flat.median(dim=2, keepdim=True).values
-    mad = (flat - med).abs().median(dim=2, keepdim=True).values
-    # Floors relative to the spread keep a flat descriptor (many equal values, e.g. a constant
-    # image) from dividing by zero, whatever the extractor's output scale.
-    scale = 1.4826 * mad + 1e-3 * flat.std(dim=2, keepdim=True) + 1e-20
-    z2 = (((flat - med) / scale) ** 2).mean(dim=1, keepdim=True)
-    prob = z2 / (z2 + z_half ** 2)
-    return prob.view(residual.shape[0], 1, *residual.shape[-2:])
+    r = residual.detach().float().cpu().numpy()
+    out = np.stack([np_noiseprint_heatmap(r[i, 0], window, z_half) for i in range(r.shape[0])])
+    return torch.from_numpy(out[:, None]).to(residual.device)
