@@ -156,26 +156,35 @@ class RestoreStage:
             ``none`` or is unsure; the pixel checks may still veto) or ``off``.
         weights: restoration weights (default: the shipped ``reconwave-restore-tiny-ft``).
         min_confidence: the classifier confidence ``auto`` needs (as ``forgectl restore``).
+        runtime: where the module's networks run: ``auto`` (their ONNX twins when shipped
+            beside the weights, no torch; else PyTorch), ``onnx`` or ``torch``.
 
     Raises:
-        UsageError: an unknown mode. WeightsError: the weights file is missing (mode not off).
+        UsageError: an unknown mode or runtime. WeightsError: the weights file is missing
+            (mode not off).
     """
 
     def __init__(self, mode: str = "auto", weights: str | Path | None = None,
-                 min_confidence: float = 0.5) -> None:
-        from forgectl.backends.restorer import DEFAULT_RESTORE_WEIGHTS
+                 min_confidence: float = 0.5, runtime: str = "auto") -> None:
+        from forgectl.backends.restorer import (
+            DEFAULT_RESTORE_WEIGHTS,
+            resolve_runtime,
+            weights_digest,
+        )
         from forgectl.errors import WeightsError
-        from forgectl.weights import sha256_file, weights_dir
+        from forgectl.weights import weights_dir
 
         self.mode = check_restore_mode(mode)
         self.weights = Path(weights) if weights else weights_dir() / DEFAULT_RESTORE_WEIGHTS
         self.min_confidence = float(min_confidence)
+        # Resolved here, in the parent process, so every worker runs the same engine.
+        self.runtime = resolve_runtime(runtime, self.weights)
         self.weights_sha256: str | None = None
         if self.mode != "off":
-            if not self.weights.is_file():
-                raise WeightsError(f"restoration weights not found: {self.weights} (--restore "
-                                   "off runs without them)")
-            self.weights_sha256 = sha256_file(self.weights)
+            try:  # on onnx the torch-free install has the twins and the card, no .safetensors
+                self.weights_sha256 = weights_digest(self.weights, self.runtime)
+            except WeightsError as exc:
+                raise WeightsError(f"{exc} (--restore off runs without them)") from None
         self._restorer: Restorer | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -193,7 +202,8 @@ class RestoreStage:
         if self._restorer is None:
             from forgectl.backends.restorer import Restorer
 
-            self._restorer = Restorer(self.weights, min_confidence=self.min_confidence)
+            self._restorer = Restorer(self.weights, min_confidence=self.min_confidence,
+                                      runtime=self.runtime)
         return self._restorer
 
     def decide(self, rgb: np.ndarray) -> dict[str, Any]:

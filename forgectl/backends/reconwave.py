@@ -11,8 +11,10 @@ ReConWave-Net, J. Comput. Appl. 2026, 46(6): 1893-1903. Two learned modules run 
 Shipped weights: ``weights/reconwave-tiny.safetensors`` (localizer) and
 ``weights/`` + :data:`forgectl.backends.restorer.DEFAULT_RESTORE_WEIGHTS` (restoration), each with
 its model card.
-``--runtime onnx`` runs the localizer's exported graph (``forgectl export``); the restoration
-module stays in PyTorch (``-p restore=off`` for a run without torch). Options:
+On the onnx runtime (the default when the ONNX twins are shipped: ``forgectl export --method
+reconwave --shipped`` writes ``reconwave-tiny.onnx`` and the restoration module's two twins,
+its :meth:`~ReConWaveBackend.auxiliary_networks`) the whole method runs in onnxruntime,
+without torch; ``--runtime torch`` runs all three networks in PyTorch. Options:
 ``restore`` (``learned`` default, ``classical`` = the blind baseline of
 :func:`forgectl.analysis.restoration.classical_restore`, which changes every image, or ``off``),
 ``restore_weights`` (default: the shipped restoration weights above),
@@ -28,9 +30,20 @@ import numpy as np
 
 from forgectl.analysis.restoration import classical_restore
 from forgectl.backends.base import MethodSpec, Result
-from forgectl.backends.learned import ExportGraph, LearnedBackend, TileRunner, tiling_options
+from forgectl.backends.learned import (
+    AuxiliaryNetwork,
+    ExportGraph,
+    LearnedBackend,
+    TileRunner,
+    tiling_options,
+)
 from forgectl.backends.options import Option
-from forgectl.backends.restorer import DEFAULT_RESTORE_WEIGHTS, Restorer
+from forgectl.backends.restorer import (
+    DEFAULT_RESTORE_WEIGHTS,
+    Restorer,
+    restoration_available,
+    restoration_networks,
+)
 from forgectl.errors import WeightsError
 from forgectl.intake import ForensicImage
 from forgectl.weights import weights_dir
@@ -79,20 +92,35 @@ class ReConWaveBackend(LearnedBackend):
         self.min_confidence = self.options["min_confidence"]
         given = self.options["restore_weights"]
         self.restore_weights = Path(given) if given else weights_dir() / DEFAULT_RESTORE_WEIGHTS
-        if self.restore_mode == "learned" and not self.restore_weights.is_file():
-            raise WeightsError(
-                f"restoration weights not found: {self.restore_weights} (or use restore=off)"
-            )
+        # On onnx the restoration twins and card are enough: the torch-free install ships no
+        # .safetensors.
+        if self.restore_mode == "learned" and not restoration_available(
+                self.restore_weights, self.runtime):
+            missing = self.restore_weights if self.runtime == "torch" else (
+                f"{self.restore_weights.name}'s ONNX twins beside it (forgectl export --method "
+                "reconwave --shipped)")
+            raise WeightsError(f"restoration weights not found: {missing} (or use restore=off)")
         self._restorer: Restorer | None = None
+        self._networks: tuple[AuxiliaryNetwork, ...] | None = None
 
     def build_network(self, config: dict[str, Any]) -> WaveletUNet:
         from forgectl.nets.wavelet_unet import WaveletUNet
 
         return WaveletUNet(config, pretrained=False)
 
+    def auxiliary_networks(self) -> tuple[AuxiliaryNetwork, ...]:
+        """The restoration module's classifier and restorer (``restore=learned``), run on the
+        method's runtime: ONNX twins beside the restoration weights, or PyTorch."""
+        if self.restore_mode != "learned":
+            return ()
+        if self._networks is None:  # one declaration: its two graphs share one torch load
+            self._networks = restoration_networks(self.restore_weights)
+        return self._networks
+
     def restorer(self) -> Restorer:
         if self._restorer is None:
-            self._restorer = Restorer(self.restore_weights, min_confidence=self.min_confidence)
+            self._restorer = Restorer(self.restore_weights, min_confidence=self.min_confidence,
+                                      runtime=self.runtime, runners=self.auxiliary_runner)
         return self._restorer
 
     # ------------------------------------------------------------------ inference
@@ -135,7 +163,7 @@ class ReConWaveBackend(LearnedBackend):
 
     def export_graph(self) -> ExportGraph:
         """The localizer's per-tile graph (restoration is not part of it: it reads the whole
-        image and runs in PyTorch before tiling)."""
+        image before tiling; its two networks are :meth:`auxiliary_networks`)."""
         from forgectl.nets.wavelet_unet import tile_graph
 
         h, w = TRACE_SIZE

@@ -2,7 +2,8 @@
 
 Writes ``<stem>.restored.png`` (lossless) and ``<stem>.restore.json`` for each input; the input
 files are only read. A batch goes on past bad files, lists every image in ``results.jsonl`` and
-exits 1 if any failed.
+exits 1 if any failed. ``--runtime auto`` (default) runs the module's ONNX twins when they are
+shipped beside the weights (no torch), else PyTorch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated
 import typer
 
 from forgectl.backends.restorer import DEFAULT_RESTORE_WEIGHTS
-from forgectl.commands._options import MaxPixelsOpt, OutDirOpt, RecursiveOpt
+from forgectl.commands._options import MaxPixelsOpt, OutDirOpt, RecursiveOpt, RuntimeOpt
 from forgectl.commands._records import emit_record
 from forgectl.intake import DEFAULT_MAX_PIXELS
 
@@ -51,6 +52,7 @@ def restore(
             help="Restore only when the classifier's confidence in a disturbance reaches this.",
         ),
     ] = 0.5,
+    runtime: RuntimeOpt = "auto",
     recursive: RecursiveOpt = False,
     json_stdout: Annotated[
         bool, typer.Option("--json", help="Also print one JSON record per image to stdout.")
@@ -66,15 +68,17 @@ def restore(
 
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "classical" and weights is not None:
-        raise UsageError("--weights applies to --mode learned only")
+    if mode == "classical" and (weights is not None or runtime != "auto"):
+        raise UsageError("--weights and --runtime apply to --mode learned only")
     files, problems = pipeline.collect_inputs(paths, recursive=recursive)
-    restorer = Restorer(weights, min_confidence=min_confidence) if mode == "learned" else None
+    restorer = (Restorer(weights, min_confidence=min_confidence, runtime=runtime)
+                if mode == "learned" else None)
     plan = pipeline.plan_outputs(files, out)
     pipeline.check_not_overwriting_inputs(plan, RESTORE_SUFFIXES)
     for problem in problems:
         typer.echo(f"forgectl: {problem}", err=True)
 
+    engine = f"{mode}, {restorer.runtime}" if restorer is not None else mode
     failed, done, restored = len(problems), 0, 0
     batch = len(plan) > 1 or any(Path(p).is_dir() for p in paths)
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +98,7 @@ def restore(
             emit_record(record, log, json_stdout)
 
     typer.echo(
-        f"forgectl: {done} image(s) checked ({mode}), {restored} restored, {failed} failed; "
+        f"forgectl: {done} image(s) checked ({engine}), {restored} restored, {failed} failed; "
         f"outputs in {out}",
         err=True,
     )

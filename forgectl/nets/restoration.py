@@ -479,3 +479,154 @@ class RestorationNet(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# ====================================================================== inference graphs
+# What forgectl runs at inference, on both runtimes: the module of an export graph (its
+# ``TileRunner`` in PyTorch) and what ``forgectl export`` traces into the ONNX twins
+# (``forgectl.backends.restorer``: contract, samples, parity).
+
+
+class ClassifierGraph(nn.Module):
+    """The disturbance classifier on features of a whole image, with the softmax applied.
+
+    Shapes: ``thumb (1, 3, S, S)``, ``stats (1, K)`` (:func:`disturbance_features`) ->
+    ``(probabilities (1, 3), alpha (1,), beta (1,), condition (1, 5))``; the condition is
+    :func:`condition_from_prediction`'s, the restorer's input format.
+    """
+
+    def __init__(self, classifier: DisturbanceClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(
+        self, thumb: torch.Tensor, stats: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.classifier(thumb, stats)
+        probs = torch.softmax(out["logits"], dim=1)
+        return probs, out["alpha"], out["beta"], condition_from_prediction(out)
+
+
+class RestorerGraph(nn.Module):
+    """The Swin restorer on one tile, clipped to [0, 1].
+
+    Shapes: ``image (1, 3, H, W)`` in [0, 1], ``condition (1, 5)`` -> ``(restored (1, 3, H,
+    W),)``. Contract: H and W multiples of the window and ``max(H, W) > window`` (the shifted
+    blocks shift; the caller pads tiles to that).
+
+    Run eagerly, this is :class:`SwinRestorer` itself (its fused-attention form, the fastest
+    in PyTorch). Traced (``forgectl export``), it is :func:`traceable_restorer`, the same
+    function in a form a trace keeps general: :class:`SwinRestorer` builds the shifted-window
+    mask from Python ints in Python loops and picks the wrapped-around windows with
+    ``nonzero``, which a trace would freeze at the trace size. The export's parity check
+    compares the two forms on tiles of other sizes.
+    """
+
+    def __init__(self, restorer: SwinRestorer) -> None:
+        super().__init__()
+        self.restorer = restorer
+
+    def forward(self, image: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor]:
+        if torch.jit.is_tracing():
+            out = traceable_restorer(self.restorer, image, condition)
+        else:
+            out = self.restorer(image, condition)
+        return (out.clamp(0, 1),)
+
+
+def _windows(y: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B, H/w, W/w, w*w, C): :func:`window_partition` with the window grid
+    kept as two axes. Only ``unflatten(-1)``/``flatten``, never a size as a Python int (a
+    trace would freeze it), so H and W stay symbolic."""
+    grid = y.unflatten(1, (-1, window)).unflatten(3, (-1, window))  # (B, nh, w, nw, w, C)
+    return grid.permute(0, 1, 3, 2, 4, 5).flatten(3, 4)
+
+
+def _unwindow(tokens: torch.Tensor, window: int) -> torch.Tensor:
+    """Inverse of :func:`_windows`: (B, nh, nw, w*w, C) -> (B, H, W, C)."""
+    grid = tokens.unflatten(3, (window, window))  # (B, nh, nw, w, w, C)
+    return grid.permute(0, 1, 3, 2, 4, 5).flatten(3, 4).flatten(1, 2)
+
+
+def _shift_regions(line: torch.Tensor, window: int, shift: int) -> torch.Tensor:
+    """Region of each position along one axis after the cyclic shift (0 / 1 / 2, the three
+    slices of :func:`shifted_window_mask`), from the distance to the last position: tensor
+    ops only, so any length traces."""
+    to_end = torch.ones_like(line).cumsum(0).flip(0) - 1  # n - 1 - i
+    return (to_end < window).to(line.dtype) + (to_end < shift).to(line.dtype)
+
+
+def traceable_shift_mask(y: torch.Tensor, window: int, shift: int) -> torch.Tensor:
+    """:func:`shifted_window_mask` of ``y (B, H, W, C)`` as (H/w, W/w, N, N), computed with
+    tensor ops from ``y``'s sizes (0 where two pixels share a region, -inf elsewhere)."""
+    rows = _shift_regions(y[0, :, 0, 0], window, shift)
+    cols = _shift_regions(y[0, 0, :, 0], window, shift)
+    label = rows[:, None] * 3 + cols[None, :]  # (H, W)
+    ids = _windows(label[None, :, :, None], window)[0, ..., 0]  # (nh, nw, N)
+    same = ids[..., :, None] == ids[..., None, :]
+    # torch.where on scalars: zeros_like(same) would be exported with the trace size.
+    return torch.where(same, 0.0, float("-inf")).to(ids.dtype)
+
+
+def traceable_attention(
+    attn: WindowAttention, x: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """:class:`WindowAttention` as plain matmuls over every window, the mask (if any) added
+    to all of them (it is 0 outside the wrapped-around windows): (B, nh, nw, N, C) -> same."""
+    heads = attn.heads
+    qkv = attn.qkv(x).unflatten(-1, (3, heads, -1))  # (B, nh, nw, N, 3, heads, d)
+    q, k, v = qkv.permute(4, 0, 1, 2, 5, 3, 6).unbind(0)  # each (B, nh, nw, heads, N, d)
+    scale = (attn.qkv.out_features // 3 // heads) ** -0.5
+    bias = attn.bias_table[attn.bias_index].permute(2, 0, 1)  # (heads, N, N)
+    scores = (q @ k.transpose(-2, -1)) * scale + bias
+    if mask is not None:
+        scores = scores + mask[:, :, None]
+    out = torch.softmax(scores, dim=-1) @ v  # (B, nh, nw, heads, N, d)
+    return attn.proj(out.transpose(-3, -2).flatten(-2))
+
+
+def traceable_block(block: SwinBlock, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """:meth:`SwinBlock.forward` for ``max(H, W) > window`` (a shifted block always shifts)."""
+    window, shift = block.window, block.shift
+    gamma, beta = block.film(cond)[:, None, None, :].chunk(2, dim=-1)
+    y = block.norm1(x) * (1 + gamma) + beta
+    if shift:
+        y = torch.roll(y, (-shift, -shift), dims=(1, 2))
+    mask = traceable_shift_mask(y, window, shift) if shift else None
+    y = _unwindow(traceable_attention(block.attn, _windows(y, window), mask), window)
+    if shift:
+        y = torch.roll(y, (shift, shift), dims=(1, 2))
+    x = x + y
+    return x + block.mlp(block.norm2(x))
+
+
+def traceable_restorer(
+    restorer: SwinRestorer, x: torch.Tensor, condition: torch.Tensor
+) -> torch.Tensor:
+    """:meth:`SwinRestorer.forward` for :class:`RestorerGraph`'s contract (no padding)."""
+    guide = guided_inverse(x, condition)
+    cond = restorer.cond(condition)
+    feat = restorer.stem(torch.cat([x, guide], dim=1) * 2.0 - 1.0)
+    y = feat
+    for group in restorer.groups:
+        z = y.permute(0, 2, 3, 1)
+        for block in group.blocks:
+            z = traceable_block(block, z, cond)
+        y = y + group.conv(z.permute(0, 3, 1, 2))
+    y = feat + restorer.body(traceable_layer_group_norm(restorer.norm, y))
+    return guide + restorer.out(y)
+
+
+def traceable_layer_group_norm(norm: nn.GroupNorm, y: torch.Tensor) -> torch.Tensor:
+    """``GroupNorm(1, C)``, its statistics in float64.
+
+    Its statistics span a whole tile (3 M values at 256 x 256 x 48, |y| up to ~200), and
+    onnxruntime's float32 reductions (its InstanceNormalization, which the exporter writes
+    GroupNorm as, and ReduceMean alike) drift from PyTorch's by ~1e-4 relative there, which
+    moves every output pixel; in float64 the ONNX graph stays within ~1e-6 of PyTorch.
+    """
+    wide = y.double()
+    centred = wide - wide.mean(dim=(1, 2, 3), keepdim=True)
+    var = (centred * centred).mean(dim=(1, 2, 3), keepdim=True)
+    out = (centred / torch.sqrt(var + norm.eps)).to(y.dtype)
+    return out * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]
