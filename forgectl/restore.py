@@ -196,7 +196,7 @@ class RestoreStage:
         if self.mode == "off":
             return None
         return {"mode": self.mode, "weights_sha256": self.weights_sha256,
-                "min_confidence": self.min_confidence}
+                "min_confidence": self.min_confidence, "runtime": self.runtime}
 
     def restorer(self) -> Restorer:
         if self._restorer is None:

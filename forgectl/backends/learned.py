@@ -110,6 +110,29 @@ def module_runner(graph: ExportGraph) -> TileRunner:
     return run
 
 
+def network_runner(aux: AuxiliaryNetwork, runtime: str, method: str) -> TileRunner:
+    """``aux`` (an auxiliary network of ``method``) as a :data:`TileRunner`: its ONNX twin,
+    checked to be that network's export, on ``runtime="onnx"``; else its graph module in
+    PyTorch. Backends reach it through :meth:`LearnedBackend.auxiliary_runner`; callers
+    without a backend (``forgectl restore``, the ``--restore`` stage) call it directly.
+
+    Raises:
+        WeightsError: the twin is missing or is not that network's export.
+    """
+    if runtime != "onnx":
+        return module_runner(aux.graph())
+    if not aux.twin.is_file():
+        raise WeightsError(f"{method} on onnx needs {aux.twin} (make it with: forgectl export "
+                           f"--method {method} --shipped)")
+    runner = OnnxRunner(aux.twin)
+    made_for = ((runner.card or {}).get("export") or {}).get("network")
+    if made_for != aux.name:
+        raise WeightsError(f"{aux.twin.name} is not the export of {method}'s {aux.name} "
+                           f"network; export it again with `forgectl export --method {method} "
+                           "--shipped`")
+    return runner
+
+
 class OnnxRunner:
     """An exported graph in onnxruntime: a :data:`TileRunner` that needs no torch.
 
@@ -346,20 +369,7 @@ class LearnedBackend(Backend):
             aux = {a.name: a for a in self.auxiliary_networks()}.get(name)
             if aux is None:
                 raise KeyError(f"{self.spec.name} has no auxiliary network {name!r}")
-            if self.runtime != "onnx":
-                self._auxiliary[name] = module_runner(aux.graph())
-            else:
-                if not aux.twin.is_file():
-                    raise WeightsError(f"{self.spec.name} on onnx needs {aux.twin} (make it "
-                                       f"with: forgectl export --method {self.spec.name} "
-                                       "--shipped)")
-                runner = OnnxRunner(aux.twin)
-                made_for = ((runner.card or {}).get("export") or {}).get("network")
-                if made_for != aux.name:
-                    raise WeightsError(f"{aux.twin.name} is not the export of {self.spec.name}'s "
-                                       f"{aux.name} network; export it again with "
-                                       f"`forgectl export --method {self.spec.name} --shipped`")
-                self._auxiliary[name] = runner
+            self._auxiliary[name] = network_runner(aux, self.runtime, self.spec.name)
         return self._auxiliary[name]
 
     def parity_output(self, image: Any) -> tuple[np.ndarray, dict[str, Any]]:

@@ -40,9 +40,8 @@ from forgectl.backends.base import compute_threads
 from forgectl.backends.learned import (
     AuxiliaryNetwork,
     ExportGraph,
-    OnnxRunner,
     TileRunner,
-    module_runner,
+    network_runner,
 )
 from forgectl.errors import UsageError, WeightsError, require_torch
 from forgectl.tiling import Tile, blend_tiles, plan_tiles, round_up
@@ -392,26 +391,6 @@ def restoration_networks(
     )
 
 
-def network_runner(aux: AuxiliaryNetwork, runtime: str, method: str = "reconwave"
-                   ) -> TileRunner:
-    """``aux`` as a :data:`TileRunner` without a backend (``forgectl restore``, the
-    ``--restore`` stage): as :meth:`~forgectl.backends.learned.LearnedBackend.
-    auxiliary_runner`, its ONNX twin (checked to be that network's export) on onnx, else its
-    graph module in PyTorch."""
-    if runtime != "onnx":
-        return module_runner(aux.graph())
-    if not aux.twin.is_file():
-        raise WeightsError(f"the onnx runtime of the restoration module needs {aux.twin} "
-                           f"(make it with: forgectl export --method {method} --shipped)")
-    runner = OnnxRunner(aux.twin)
-    made_for = ((runner.card or {}).get("export") or {}).get("network")
-    if made_for != aux.name:
-        raise WeightsError(f"{aux.twin.name} is not the export of the {aux.name} network; "
-                           f"export it again with `forgectl export --method {method} "
-                           "--shipped`")
-    return runner
-
-
 # ---------------------------------------------------------------------- the module
 
 
@@ -486,7 +465,7 @@ class Restorer:
             networks = {a.name: a for a in restoration_networks(self.weights, self._load)}
 
             def runners(name: str) -> TileRunner:
-                return network_runner(networks[name], self.runtime)
+                return network_runner(networks[name], self.runtime, "reconwave")
 
         # Both loaded now, so a missing or damaged file fails here rather than on the first
         # image that needs the restorer.

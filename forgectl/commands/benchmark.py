@@ -163,7 +163,7 @@ def benchmark(
 
     options = _per_method(param or [], names, "--param")
     weight_files = _weights_by_method(weights or [], names)
-    stage = RestoreStage(restore)
+    stage = RestoreStage(restore, runtime=runtime)
     loaded = {
         n: stage.wrap(registry.load(
             n, weights=weight_files.get(n), threshold=threshold, runtime=_runtime(n, runtime),

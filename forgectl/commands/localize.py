@@ -149,7 +149,7 @@ def localize(
     options = parse_params(param or [])
     backend = registry.load(method, weights=weights, threshold=threshold, runtime=runtime,
                             **options)
-    backend = RestoreStage(restore).wrap(backend)
+    backend = RestoreStage(restore, runtime=runtime).wrap(backend)
     plan = pipeline.plan_outputs(files, out)
     pipeline.check_not_overwriting_inputs(plan)
     for problem in problems:
