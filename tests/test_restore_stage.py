@@ -92,12 +92,18 @@ FIRED = {"restored": True, "type": "brightness", "alpha": -0.16, "beta": None,
 def test_modes_and_default() -> None:
     assert RESTORE_MODES == ("auto", "on", "off")
     assert DEFAULT_RESTORE_MODE in RESTORE_MODES
-    from forgectl.commands._options import MAX_PIXELS_DEFAULT, RESTORE_DEFAULT
+    from forgectl.backends.restorer import DEFAULT_RESTORE_WEIGHTS
+    from forgectl.commands._options import (
+        MAX_PIXELS_DEFAULT,
+        RESTORE_DEFAULT,
+        RESTORE_WEIGHTS_DEFAULT,
+    )
     from forgectl.intake import DEFAULT_MAX_PIXELS
 
     # The CLI's copies, written out so that --help imports no numpy.
     assert RESTORE_DEFAULT == DEFAULT_RESTORE_MODE
     assert MAX_PIXELS_DEFAULT == DEFAULT_MAX_PIXELS
+    assert RESTORE_WEIGHTS_DEFAULT == DEFAULT_RESTORE_WEIGHTS
 
 
 def test_a_bad_mode_is_one_line_and_exit_2(tmp_path: Path, cli: Any) -> None:

@@ -37,6 +37,8 @@ RuntimeOpt = Annotated[
 ]
 #: = forgectl.intake.DEFAULT_MAX_PIXELS, written out for the same reason as RESTORE_DEFAULT.
 MAX_PIXELS_DEFAULT = 100_000_000
+#: = forgectl.backends.restorer.DEFAULT_RESTORE_WEIGHTS, likewise.
+RESTORE_WEIGHTS_DEFAULT = "reconwave-restore-tiny-ft.safetensors"
 #: = forgectl.restore.DEFAULT_RESTORE_MODE, written out so that `forgectl --help` does not
 #: import numpy and the imaging stack (a test keeps the two equal).
 RESTORE_DEFAULT = "off"

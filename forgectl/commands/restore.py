@@ -14,10 +14,15 @@ from typing import Annotated
 
 import typer
 
-from forgectl.backends.restorer import DEFAULT_RESTORE_WEIGHTS
-from forgectl.commands._options import MaxPixelsOpt, OutDirOpt, RecursiveOpt, RuntimeOpt
+from forgectl.commands._options import (
+    MAX_PIXELS_DEFAULT,
+    RESTORE_WEIGHTS_DEFAULT,
+    MaxPixelsOpt,
+    OutDirOpt,
+    RecursiveOpt,
+    RuntimeOpt,
+)
 from forgectl.commands._records import emit_record
-from forgectl.intake import DEFAULT_MAX_PIXELS
 
 EXIT_FAILED = 1
 MODES = ("learned", "classical")
@@ -40,7 +45,7 @@ def restore(
         Path | None,
         typer.Option(
             "--weights",
-            help=f"Restoration weights (default: weights/{DEFAULT_RESTORE_WEIGHTS}).",
+            help=f"Restoration weights (default: weights/{RESTORE_WEIGHTS_DEFAULT}).",
         ),
     ] = None,
     min_confidence: Annotated[
@@ -57,7 +62,7 @@ def restore(
     json_stdout: Annotated[
         bool, typer.Option("--json", help="Also print one JSON record per image to stdout.")
     ] = False,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS_DEFAULT,
 ) -> None:
     """Restore brightness/contrast: write <stem>.restored.png and <stem>.restore.json."""
     from forgectl import pipeline
