@@ -12,6 +12,8 @@ memory stays bounded on large photos.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -55,27 +57,7 @@ def recompression_error(
         (BH, BW) float32 with ``BH = (H - dy) // 8``, ``BW = (W - dx) // 8``; block ``(i, j)``
         covers input pixels ``[dy + 8i : dy + 8i + 8, dx + 8j : dx + 8j + 8]``.
     """
-    dy, dx = phase
-    src = np.ascontiguousarray(rgb[dy:, dx:])
-    bh, bw = src.shape[0] // BLOCK, src.shape[1] // BLOCK
-    out = np.zeros((bh, bw), np.float32)
-    if bh == 0 or bw == 0:
-        return out
-    data = np.frombuffer(encode_jpeg(src, quality, subsampling=subsampling), np.uint8)
-    resaved = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]  # BGR -> RGB
-    band = _ROW_BAND - _ROW_BAND % BLOCK
-    for y0 in range(0, bh * BLOCK, band):
-        y1 = min(y0 + band, bh * BLOCK)
-        before, after = src[y0:y1, : bw * BLOCK], resaved[y0:y1, : bw * BLOCK]
-        if channels == "luma":
-            sq = np.square(luma(before) - luma(after))
-        elif channels == "rgb":
-            a = before.astype(np.float32) - after
-            sq = np.einsum("hwc,hwc->hw", a, a) / 3.0
-        else:
-            raise ValueError(f"channels must be 'luma' or 'rgb', got {channels!r}")
-        out[y0 // BLOCK : y1 // BLOCK] = sq.reshape(-1, BLOCK, bw, BLOCK).mean(axis=(1, 3))
-    return out
+    return error_stack(rgb, (quality,), subsampling, phase, channels)[0]
 
 
 def error_stack(
@@ -84,10 +66,55 @@ def error_stack(
     subsampling: int = 2,
     phase: tuple[int, int] = (0, 0),
     channels: str = "luma",
+    threads: int = 1,
 ) -> np.ndarray:
     """(Q, BH, BW) float32 block recompression errors, one plane per quality (see
-    :func:`recompression_error`)."""
-    return np.stack([recompression_error(rgb, q, subsampling, phase, channels) for q in qualities])
+    :func:`recompression_error`).
+
+    The input's luma is computed once for all qualities, and the qualities run on ``threads``
+    threads (Pillow's encoder, OpenCV's decoder and numpy release the GIL): the encode and
+    decode of each quality dominate, and they are independent.
+    """
+    if channels not in ("luma", "rgb"):
+        raise ValueError(f"channels must be 'luma' or 'rgb', got {channels!r}")
+    dy, dx = phase
+    src = np.ascontiguousarray(rgb[dy:, dx:])
+    bh, bw = src.shape[0] // BLOCK, src.shape[1] // BLOCK
+    if bh == 0 or bw == 0:
+        return np.zeros((len(qualities), bh, bw), np.float32)
+    band = _ROW_BAND - _ROW_BAND % BLOCK
+    bands = [(y0, min(y0 + band, bh * BLOCK)) for y0 in range(0, bh * BLOCK, band)]
+    # Same bands and arithmetic as one quality at a time, so the numbers do not change.
+    source_luma = (
+        [luma(src[y0:y1, : bw * BLOCK]) for y0, y1 in bands] if channels == "luma" else []
+    )
+
+    def one(quality: int) -> np.ndarray:
+        data = np.frombuffer(encode_jpeg(src, quality, subsampling=subsampling), np.uint8)
+        # Decoded straight to RGB: the same pixels as BGR reversed, without the strided copy.
+        resaved = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
+        del data
+        out = np.zeros((bh, bw), np.float32)
+        for i, (y0, y1) in enumerate(bands):
+            after = resaved[y0:y1, : bw * BLOCK]
+            if channels == "luma":
+                sq = np.square(source_luma[i] - luma(after))
+            else:
+                a = src[y0:y1, : bw * BLOCK].astype(np.float32) - after
+                sq = np.einsum("hwc,hwc->hw", a, a) / 3.0
+            out[y0 // BLOCK : y1 // BLOCK] = sq.reshape(-1, BLOCK, bw, BLOCK).mean(axis=(1, 3))
+        return out
+
+    planes = _map(one, qualities, threads)
+    return np.stack(planes)
+
+
+def _map(fn: Callable[[int], np.ndarray], items: tuple[int, ...], threads: int) -> list:
+    """``[fn(x) for x in items]`` on up to ``threads`` threads, results in order."""
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def window_means(errors: np.ndarray, window: int) -> np.ndarray:

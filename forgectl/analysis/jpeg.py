@@ -18,6 +18,9 @@ from scipy.special import ndtr
 
 BLOCK = 8
 
+#: Rows converted at once by :func:`luma`.
+_LUMA_ROWS = 256
+
 #: A cumulative distribution function evaluated elementwise.
 Cdf = Callable[[np.ndarray], np.ndarray]
 
@@ -50,7 +53,14 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be (H, W, 3), got {rgb.shape}")
     weights = np.array([0.299, 0.587, 0.114], np.float32)
-    return rgb.astype(np.float32) @ weights
+    out = np.empty(rgb.shape[:2], np.float32)
+    # In bands of rows: each pixel's value is the same as from one product over the whole
+    # image, without a float32 copy of all three channels (144 MB on 12 MP, mostly page
+    # faults).
+    for y0 in range(0, rgb.shape[0], _LUMA_ROWS):
+        band = slice(y0, y0 + _LUMA_ROWS)
+        np.matmul(rgb[band].astype(np.float32), weights, out=out[band])
+    return out
 
 
 def block_dct(plane: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
@@ -89,9 +99,21 @@ def blocks_to_pixels(values: np.ndarray, height: int, width: int) -> np.ndarray:
         (H, W) float32.
     """
     bh, bw = values.shape
-    rows = np.minimum(np.arange(height) // BLOCK, bh - 1)
-    cols = np.minimum(np.arange(width) // BLOCK, bw - 1)
-    return values.astype(np.float32)[rows[:, None], cols[None, :]]
+    src = values.astype(np.float32)
+    # Whole blocks by broadcasting into an (rows, 8, cols, 8) view (a fancy-index gather of
+    # every pixel was ~5x slower on 12 MP), then the last block row/column repeated.
+    full_h, full_w = min(bh, height // BLOCK), min(bw, width // BLOCK)
+    out = np.empty((height, width), np.float32)
+    core = out[: full_h * BLOCK, : full_w * BLOCK].reshape(full_h, BLOCK, full_w, BLOCK)
+    core[...] = src[:full_h, None, :full_w, None]
+    if full_w * BLOCK < width:
+        cols = np.minimum(np.arange(full_w * BLOCK, width) // BLOCK, bw - 1)
+        out[: full_h * BLOCK, full_w * BLOCK :] = np.repeat(src[:full_h, cols], BLOCK, axis=0)
+    if full_h * BLOCK < height:
+        rows = np.minimum(np.arange(full_h * BLOCK, height) // BLOCK, bh - 1)
+        cols = np.minimum(np.arange(width) // BLOCK, bw - 1)
+        out[full_h * BLOCK :] = src[rows[:, None], cols[None, :]]
+    return out
 
 
 # --------------------------------------------------------------------------- double quantization

@@ -25,7 +25,7 @@ from forgectl.analysis.copymove import (
     analyse,
     describe_transform,
 )
-from forgectl.backends.base import Backend, MethodSpec, Result
+from forgectl.backends.base import Backend, MethodSpec, Result, compute_threads
 from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage
 
@@ -73,6 +73,8 @@ def transform_facts(t: CopyTransform, scale: float) -> dict[str, Any]:
 def _to_stored(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if plane.shape == shape:
         return plane
+    if not plane.any():  # nothing found (most images): zeros, without resizing zeros
+        return np.zeros(shape, np.float32)
     return cv2.resize(plane, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
@@ -160,7 +162,7 @@ class CopyMoveBackend(Backend):
 
     def analyze(self, image: ForensicImage) -> Result:
         config = self.config
-        found = analyse(image.rgb, config)
+        found = analyse(image.rgb, config, threads=compute_threads())
         work_shape = found.correlation.shape
         heat = np.zeros(work_shape, np.float32)
         thr = config.correlation_threshold

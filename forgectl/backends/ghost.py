@@ -30,7 +30,7 @@ from forgectl.analysis.ghost import (
     phase_maps,
 )
 from forgectl.analysis.noise import BlockGrid, extent_weighted_score, grid_to_pixels
-from forgectl.backends.base import Backend, MethodSpec, Result
+from forgectl.backends.base import Backend, MethodSpec, Result, compute_threads
 from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage
 
@@ -108,6 +108,7 @@ class GhostBackend(Backend):
         jpeg = image.jpeg
         subsampling = PIL_SUBSAMPLING.get(jpeg.subsampling, 2) if jpeg is not None else 2
         phases = _ALL_PHASES if cfg["phases"] == "all" else [(0, 0)]
+        threads = compute_threads()
 
         heat = np.zeros(shape, np.float32)
         # The last save's quality: the file's own table when there is one, else where the
@@ -120,7 +121,9 @@ class GhostBackend(Backend):
         bump_q: list[np.ndarray] = []
         hot_by_phase: dict[tuple[int, int], int] = {}
         for phase in phases:
-            errors = error_stack(image.rgb, qualities, subsampling, phase, cfg["channels"])
+            errors = error_stack(
+                image.rgb, qualities, subsampling, phase, cfg["channels"], threads=threads
+            )
             if measured is None:
                 measured = dominant_quality(errors, qualities)
                 dominant = measured if dominant is None else dominant

@@ -15,12 +15,15 @@ content that was never JPEG-compressed or that was pasted on the image's own gri
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
+import cv2
 import numpy as np
 
-from forgectl.analysis.jpeg import blocks_to_pixels, grid_periodicity, luma
-from forgectl.backends.base import Backend, MethodSpec, Result
+from forgectl.analysis.jpeg import BLOCK, blocks_to_pixels, dct_matrix, luma
+from forgectl.backends.base import Backend, MethodSpec, Result, compute_threads
 from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage
 
@@ -29,6 +32,11 @@ _VISIBLE_GRID_Z = 2.0
 
 #: DCT positions used: DC and the three lowest AC keep most of the periodicity after a resave.
 POSITIONS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+#: Bytes of one (rows, columns, 64) float32 work array per tile: the cosines, window sums and
+#: running maximum of a tile stay in the CPU caches across the 15 steps and 4 frequencies,
+#: which is most of the speed of :func:`grid_z_scores` on a 12 MP photo.
+_TILE_BYTES = 1 << 20
 
 
 class GridBackend(Backend):
@@ -77,21 +85,25 @@ class GridBackend(Backend):
                 facts={"global_grid_offset": None, "global_grid_strength": 0.0},
             )
         steps = range(self.options["min_step"], self.options["max_step"] + 1)
-        evidence = grid_periodicity(luma(image.rgb), list(POSITIONS), steps, window)
-        z = _robust_z(evidence)  # (CH, CW, 64)
+        threads = compute_threads()
+        z = grid_z_scores(luma(image.rgb), POSITIONS, steps, window, threads)  # (CH, CW, 64)
 
         # The image's dominant grid and any origin present over most of it are the host's
         # history, not a local anomaly: discount each origin by its typical z over the image.
-        typical = np.median(z.reshape(-1, 64), axis=0)
+        typical = _origin_medians(z)
         dominant = int(np.argmax(typical))
-        local = z - np.maximum(typical, 0.0)[None, None, :]
         excluded = typical > self.options["ubiquitous_z"]
         excluded[[0, dominant]] = True
-        local[:, :, excluded] = -np.inf
         if excluded.all():  # every origin is image-wide: nothing can stand out locally
-            local[:] = 0.0
-        anomaly = local.max(axis=2)
-        origin = local.argmax(axis=2)
+            anomaly = np.zeros(z.shape[:2], np.float32)
+            origin = np.zeros(z.shape[:2], np.int64)
+        else:
+            # z minus each origin's typical level, excluded origins at -inf; in place (z is
+            # not needed afterwards) to spare another (CH, CW, 64) array.
+            z += np.where(excluded, -np.inf, -np.maximum(typical, 0.0)).astype(np.float32)
+            anomaly = z.max(axis=2)
+            origin = z.argmax(axis=2)
+        del z  # 48 MB on 12 MP: freed before the full-size maps are made
 
         z_low, z_high = self.options["z_low"], self.options["z_high"]
         cells = np.clip((anomaly - z_low) / (z_high - z_low), 0.0, 1.0).astype(np.float32)
@@ -153,6 +165,192 @@ class GridBackend(Backend):
 
 def _robust_z(evidence: np.ndarray) -> np.ndarray:
     """z-score of each grid origin against the 64 origins of the same window (median / MAD)."""
-    centre = np.median(evidence, axis=2, keepdims=True)
-    spread = 1.4826 * np.median(np.abs(evidence - centre), axis=2, keepdims=True)
+    centre = _median_last(evidence)
+    spread = 1.4826 * _median_last(np.abs(evidence - centre))
     return (evidence - centre) / (spread + 1e-3)
+
+
+def _median_last(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=-1, keepdims=True)`` (same numbers): sorting 64 values per cell
+    is about ten times faster than numpy's partition-based median along a short axis."""
+    ordered = np.sort(values, axis=-1)
+    n = values.shape[-1]
+    upper = ordered[..., n // 2 : n // 2 + 1]
+    if n % 2:
+        return upper
+    return (ordered[..., n // 2 - 1 : n // 2] + upper) / 2
+
+
+def _origin_medians(z: np.ndarray) -> np.ndarray:
+    """(64,) median of each origin's z over all cells: ``np.median(z.reshape(-1, 64),
+    axis=0)``, from one partition (numpy's median adds NaN checks and copies that cost as
+    much again on 12 MP; z holds no NaN)."""
+    values = z.reshape(-1, z.shape[-1])
+    n = len(values)
+    middle = np.partition(values, sorted({(n - 1) // 2, n // 2}), axis=0)
+    if n % 2:
+        return middle[n // 2]
+    return (middle[n // 2 - 1] + middle[n // 2]) / 2
+
+
+def _map(fn: Callable, items: Iterable, threads: int) -> list:
+    """``[fn(x) for x in items]``, on ``threads`` threads (numpy and OpenCV release the GIL)."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _reflect(index: np.ndarray, size: int) -> np.ndarray:
+    """OpenCV's BORDER_REFLECT (``cba|abcd|dcb``) for indices at most one period outside."""
+    index = np.where(index < 0, -index - 1, index)
+    return np.where(index >= size, 2 * size - 1 - index, index)
+
+
+def _window_sums(x: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """``out[i] = x[i] + ... + x[i + k - 1]`` along ``axis`` (length ``n - k + 1``), in a new
+    array.
+
+    Sums of 2, 4, 8, ... neighbours are built by doubling and combined along the binary digits
+    of ``k``: log2(k) passes over the array instead of OpenCV's box filter, which has no fast
+    path for 64 channels.
+    """
+
+    def part(a: np.ndarray, start: int, stop: int) -> np.ndarray:
+        index: list[slice] = [slice(None)] * a.ndim
+        index[axis] = slice(start, stop)
+        return a[tuple(index)]
+
+    m = x.shape[axis] - k + 1
+    total: np.ndarray | None = None
+    offset, span, sums = 0, 1, x  # sums[i] = x[i] + ... + x[i + span - 1]
+    while True:
+        if k & 1:
+            term = part(sums, offset, offset + m)
+            total = term if total is None else total + term
+            offset += span
+        k >>= 1
+        if not k:
+            break
+        n = sums.shape[axis]
+        sums = part(sums, 0, n - span) + part(sums, span, n)
+        span *= 2
+    assert total is not None
+    # Never a view of ``x``: callers update the sums in place.
+    return total.copy() if np.shares_memory(total, x) else total
+
+
+def grid_z_scores(
+    plane: np.ndarray,
+    positions: Sequence[tuple[int, int]],
+    steps: Sequence[int],
+    window: int,
+    threads: int = 1,
+) -> np.ndarray:
+    """``_robust_z(grid_periodicity(plane, positions, steps, window))``, computed fast.
+
+    :func:`forgectl.analysis.jpeg.grid_periodicity` is the readable reference; this gives the
+    same numbers up to float32 rounding (tests pin it) about ten times faster on a 12 MP photo:
+
+    - work goes tile by tile (squares of cells, plus the window's halo) so each tile's arrays
+      stay in cache across all steps and frequencies, and tiles run on ``threads`` threads;
+    - the window mean is a sum by doubling (see :func:`_window_sums`), scaled once at the end;
+    - ``cos(2 pi c / s)`` for a step ``s`` whose double ``2 s`` is also searched comes from
+      ``cos(2 pi c / 2s)`` by ``cos 2x = 2 cos^2 x - 1`` (8 of the 15 default steps need
+      ``np.cos``), and the ``-1`` is dropped where it cancels against the mean over the 64
+      origins that is subtracted right after;
+    - the two medians of the robust z sort each cell's 64 values once (:func:`_median_last`).
+
+    Returns:
+        (CH, CW, 64) float32 robust z-scores, CH = (H - 7) // 8, CW = (W - 7) // 8.
+    """
+    h, w = plane.shape
+    ch, cw = (h - 7) // BLOCK, (w - 7) // BLOCK
+    if ch < 1 or cw < 1:
+        raise ValueError(f"plane must be at least 15 x 15, got {plane.shape}")
+    before = window // 2  # cv2.blur's anchor: the window covers [i - k // 2, i + k - 1 - k // 2]
+    after = window - 1 - before
+    mat = dct_matrix().astype(np.float32)
+    scale = {s: np.float32(2.0 * np.pi / s) for s in steps}
+    # Chains s, s/2, s/4, ... (largest first): each cosine after the first comes from the one
+    # before it, so only one is held at a time; the max over steps is order-free.
+    chains: list[list[int]] = []
+    for s in sorted(scale, reverse=True):
+        if not any(s in chain for chain in chains):
+            chain = [s]
+            while chain[-1] % 2 == 0 and chain[-1] // 2 in scale:
+                chain.append(chain[-1] // 2)
+            chains.append(chain)
+    # Square tiles whose (rows, columns, 64) float32 arrays, halo included, take about
+    # _TILE_BYTES: a square has the least halo (recomputed rows and columns) for its size.
+    side = max(4, int(np.sqrt(_TILE_BYTES / (64 * 4))) - window + 1)
+    # A small image is one tile: there OpenCV's box filter with its own reflected borders is
+    # as fast as the sums by doubling, and padding the borders by hand would cost up to 40 %.
+    whole = side >= ch and side >= cw
+    if whole:
+        side = max(ch, cw)
+    z = np.empty((ch, cw, 64), np.float32)
+
+    def tile(origin: tuple[int, int]) -> None:
+        a0, b0 = origin
+        a1, b1 = min(ch, a0 + side), min(cw, b0 + side)
+        if whole:
+            rows, cols = np.arange(ch), np.arange(cw)
+        else:
+            rows = _reflect(np.arange(a0 - before, a1 + after), ch)
+            cols = _reflect(np.arange(b0 - before, b1 + after), cw)
+        r0, r1 = int(rows.min()), int(rows.max()) + 1
+        c0, c1 = int(cols.min()), int(cols.max()) + 1
+        strip = np.subtract(
+            plane[BLOCK * r0 : BLOCK * r1 + BLOCK - 1, BLOCK * c0 : BLOCK * c1 + BLOCK - 1],
+            np.float32(128.0),
+            dtype=np.float32,
+        )
+        total = np.zeros((a1 - a0, b1 - b0, 64), np.float32)
+        for u, v in positions:
+            # The 8x8 kernel of window_dct (not two 8-tap passes): the DC coefficient reaches
+            # ~1000, where float32 rounding moves cos(2 pi c / s) by ~1e-3 and the z-scores by
+            # ~0.03; the same kernel keeps them within ~1e-4 of the reference.
+            kernel = np.outer(mat[u], mat[v])
+            coef = cv2.filter2D(strip, cv2.CV_32F, kernel, anchor=(0, 0))
+            # (rows, cols, 64): channel 8 r + c holds the coefficients of the grid with origin
+            # (r, c), as grid_periodicity stacks them; then the window's reflected borders.
+            n_r, n_c = r1 - r0, c1 - c0
+            grids = coef[: BLOCK * n_r, : BLOCK * n_c].reshape(n_r, BLOCK, n_c, BLOCK)
+            grids = grids.transpose(0, 2, 1, 3).reshape(n_r, n_c, 64)
+            if not whole:
+                grids = grids[(rows - r0)[:, None], (cols - c0)[None, :]]
+            best: np.ndarray | None = None
+            for chain in chains:
+                for i in range(len(chain)):
+                    if i == 0:
+                        periodic = np.multiply(grids, scale[chain[0]])
+                        np.cos(periodic, out=periodic)
+                    else:  # cos 2x = 2 cos^2 x - 1, from the previous (doubled) step
+                        periodic = np.multiply(periodic, periodic)
+                        periodic += periodic
+                        if i + 1 < len(chain):  # the next step needs the true cosine
+                            periodic -= 1
+                        # else the -1 cancels against the mean over origins below
+                    if whole:  # window means, as grid_periodicity
+                        sums = cv2.blur(periodic, (window, window),
+                                        borderType=cv2.BORDER_REFLECT)
+                    else:  # window sums; scaled to means at the end
+                        sums = _window_sums(_window_sums(periodic, window, 1), window, 0)
+                    mean = cv2.reduce(sums.reshape(-1, 64), 1, cv2.REDUCE_SUM)
+                    mean *= np.float32(1.0 / 64)
+                    sums -= mean.reshape(sums.shape[0], sums.shape[1], 1)
+                    if best is None:
+                        best = sums
+                    else:
+                        np.maximum(best, sums, out=best)
+            assert best is not None
+            total += best
+        if not whole:
+            total *= np.float32(1.0 / (window * window))
+        z[a0:a1, b0:b1] = _robust_z(total)
+
+    origins = [(a0, b0) for a0 in range(0, ch, side) for b0 in range(0, cw, side)]
+    _map(tile, origins, threads)
+    return z

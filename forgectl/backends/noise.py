@@ -26,7 +26,7 @@ from forgectl.analysis.noise import (
     grid_to_pixels,
     wavelet_hh,
 )
-from forgectl.backends.base import Backend, MethodSpec, Result
+from forgectl.backends.base import Backend, MethodSpec, Result, compute_threads
 from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage
 
@@ -43,12 +43,14 @@ def noise_deviation(
     flat_sigma: float = 0.25,
     flat_fraction: float = 0.3,
     max_clipped: float = 0.25,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, BlockGrid, float]:
     """Per-block noise level and its log-ratio to the image's dominant level.
 
     Args:
         rgb: (H, W, 3) uint8.
         wavelet, block, stride, flat_sigma, flat_fraction, max_clipped: see ``NOISE_DEFAULTS``.
+        threads: CPU threads for the wavelet transform and the block medians (same result).
 
     Returns:
         ``(log_ratio, sigma, grid, dominant)``: (rows, cols) float32 ``log(sigma / dominant)``
@@ -57,9 +59,9 @@ def noise_deviation(
         when no block is reliable).
     """
     plane = luma(rgb)
-    hh = wavelet_hh(plane, wavelet)
+    hh = wavelet_hh(plane, wavelet, threads)
     grid = BlockGrid.fit(hh.shape, max(2, block // 2), max(1, stride // 2))
-    sigma = block_noise_sigma(hh, grid)
+    sigma = block_noise_sigma(hh, grid, threads)
     unclipped = clipped_fraction(plane, grid) <= max_clipped
     # Flat areas (JPEG-smoothed skies, deep shadows) hold no measurable noise: a relative floor
     # keeps them out of both the dominant level and the map, an absolute one covers images
@@ -133,6 +135,7 @@ class NoiseBackend(Backend):
             flat_sigma=cfg["flat_sigma"],
             flat_fraction=cfg["flat_fraction"],
             max_clipped=cfg["max_clipped"],
+            threads=compute_threads(),
         )
         shape = (image.height, image.width)
         reliable = np.isfinite(log_ratio)
