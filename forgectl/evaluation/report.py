@@ -57,6 +57,7 @@ CSV_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("peak_rss_mb", ("speed", "peak_rss_mb")),
     ("rss_at_start_mb", ("speed", "rss_at_start_mb")),
     ("workers", ("speed", "workers")),
+    ("runtime", ("speed", "runtime")),
 )
 
 ITEM_COLUMNS = (
@@ -199,6 +200,7 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
         "s/img (median)",
         "img/s",
         "peak RSS MB",
+        "runtime",
     ):
         det.add_column(col, justify="left" if col in ("method", "setting") else "right")
     for r in rows:
@@ -232,6 +234,7 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
             _fmt(S["median_s_per_image"], 4),
             _fmt(S["images_per_s"], 1),
             _fmt(S["peak_rss_mb"], 0),
+            S.get("runtime") or "-",
         )
     return [loc, det]
 
