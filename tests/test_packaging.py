@@ -110,4 +110,4 @@ def test_the_wheel_carries_the_weights_and_runs_without_torch(tmp_path):
     assert record["method"]["runtime"] == "onnx"
     assert "site-packages" in subprocess.run(
         [str(py), "-c", "from forgectl.weights import weights_dir; print(weights_dir())"],
-        env=env, capture_output=True, text=True, check=True).stdout
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
