@@ -82,7 +82,10 @@ def test_grid_medians_are_numpy_medians():
         assert np.array_equal(gr._median_last(values), np.median(values, axis=-1, keepdims=True))
     for cells in ((3, 5), (4, 5)):
         z = rng.standard_normal((*cells, 64)).astype(np.float32)
-        assert np.array_equal(gr._origin_medians(z), np.median(z.reshape(-1, 64), axis=0))
+        for threads in (1, 2):
+            assert np.array_equal(
+                gr._origin_medians(z, threads), np.median(z.reshape(-1, 64), axis=0)
+            )
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 8, 9])
@@ -151,19 +154,21 @@ def test_nearest_descriptors_match_opencv_brute_force(monkeypatch, k):
         [distinct[rng.integers(0, 40, 300)], rng.integers(0, 80, (150, 128)).astype(np.float32)]
     )
     monkeypatch.setattr(cm, "_KNN_ROWS", 128)  # several blocks, on two threads
+    monkeypatch.setattr(cm, "_KNN_PAIRS", 1000)  # and exact distances in several chunks
     idx, dist = cm.nearest_descriptors(descriptors, k, threads=2)
     ref_idx, ref_dist = _bf_knn(descriptors, k)
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_array_equal(dist, ref_dist)
 
 
-def test_nearest_descriptors_few_points():
-    descriptors = np.random.default_rng(6).integers(0, 200, (3, 128)).astype(np.float32)
-    for k in (1, 3):
-        idx, dist = cm.nearest_descriptors(descriptors, k)
-        ref_idx, ref_dist = _bf_knn(descriptors, k)
-        np.testing.assert_array_equal(idx, ref_idx)
-        np.testing.assert_array_equal(dist, ref_dist)
+@pytest.mark.parametrize(("n", "k"), [(3, 1), (3, 3), (20, 13), (40, 13), (400, 13)])
+def test_nearest_descriptors_few_points(n, k):
+    # Fewer than 32 points per group for k groups: smaller groups keep the shortlist short.
+    descriptors = np.random.default_rng(6).integers(0, 200, (n, 128)).astype(np.float32)
+    idx, dist = cm.nearest_descriptors(descriptors, k)
+    ref_idx, ref_dist = _bf_knn(descriptors, k)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(dist, ref_dist)
 
 
 def test_fill_holes_matches_scipy():

@@ -176,9 +176,11 @@ def detect_keypoints(grey: np.ndarray, config: CopyMoveConfig) -> Keypoints:
 
 
 #: Query rows per block of :func:`nearest_descriptors` (bounds the (rows, N) distance block).
-_KNN_ROWS = 1024
+_KNN_ROWS = 512
 #: Columns per group whose minimum bounds the k-th nearest distance (see nearest_descriptors).
 _KNN_GROUP = 32
+#: Candidate pairs whose exact distance is computed at once (bounds a (pairs, D) array).
+_KNN_PAIRS = 1 << 16
 
 
 def nearest_descriptors(
@@ -190,9 +192,9 @@ def nearest_descriptors(
     OpenCV's brute force takes ~1 s for 6000 SIFT descriptors. Here one BLAS product gives, per
     query ``a``, ``|b|^2 - 2 a.b`` for every ``b`` (the squared distance less a per-row
     constant) to float32 precision; it only shortlists. The k-th smallest of the minima over
-    groups of ``_KNN_GROUP`` columns bounds the k-th nearest (k groups each hold a value at or
-    below it), so every group whose minimum is within that bound plus twice the worst float32
-    error holds all candidates, ties included. Their distances are recomputed exactly as
+    groups of up to ``_KNN_GROUP`` columns bounds the k-th nearest (k groups each hold a value
+    at or below it), so every value within that bound plus twice the worst float32 error is a
+    candidate, ties included. Their distances are recomputed exactly as
     OpenCV does (float32 sum of squared differences; exact for SIFT's integer-valued
     descriptors) and ordered by distance, then index, which is how OpenCV orders ties.
 
@@ -209,10 +211,12 @@ def nearest_descriptors(
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n}, got {k}")
     squares = np.einsum("ij,ij->i", d, d)
-    groups = -(-n // _KNN_GROUP)
+    # Groups small enough that there are more than k of them (else the bound says nothing).
+    group = min(_KNN_GROUP, max(1, n // (2 * k)))
+    groups = -(-n // group)
     # Train side of the product: [-2 b; |b|^2], padded to whole groups with columns that give
     # +inf (0 * a + 1 * inf), so the group minima are one reduction over a contiguous block.
-    train = np.zeros((dims + 1, groups * _KNN_GROUP), np.float32)
+    train = np.zeros((dims + 1, groups * group), np.float32)
     train[:dims, :n] = -2.0 * d.T
     train[dims, :n] = squares
     train[dims, n:] = np.inf
@@ -226,7 +230,7 @@ def nearest_descriptors(
         q = d[r0 : r0 + _KNN_ROWS]
         m = len(q)
         shifted = np.concatenate([q, np.ones((m, 1), np.float32)], axis=1) @ train
-        group_min = cv2.reduce(shifted.reshape(m * groups, _KNN_GROUP), 1, cv2.REDUCE_MIN)
+        group_min = cv2.reduce(shifted.reshape(m * groups, group), 1, cv2.REDUCE_MIN)
         group_min = group_min.reshape(m, groups)
         bound = (
             np.partition(group_min, k - 1, axis=1)[:, k - 1]
@@ -235,14 +239,16 @@ def nearest_descriptors(
         )
         limit = bound + 2.0 * slack[r0 : r0 + m]
         rows, hit = np.nonzero(group_min <= limit[:, None])
-        cols = (hit[:, None] * _KNN_GROUP + np.arange(_KNN_GROUP)[None, :]).ravel()
-        rows = np.repeat(rows, _KNN_GROUP)
+        cols = (hit[:, None] * group + np.arange(group)[None, :]).ravel()
+        rows = np.repeat(rows, group)
         inside = cols < n
         rows, cols = rows[inside], cols[inside]
         keep = shifted[rows, cols] <= limit[rows]
         rows, cols = rows[keep], cols[keep]
-        diff = q[rows] - d[cols]
-        exact = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        exact = np.empty(len(rows), np.float32)
+        for p0 in range(0, len(rows), _KNN_PAIRS):  # many ties: many pairs, bounded memory
+            diff = q[rows[p0 : p0 + _KNN_PAIRS]] - d[cols[p0 : p0 + _KNN_PAIRS]]
+            exact[p0 : p0 + _KNN_PAIRS] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
         order = np.lexsort((cols, exact, rows))  # by row, then distance, then index
         rows, cols, exact = rows[order], cols[order], exact[order]
         take = np.searchsorted(rows, np.arange(m))[:, None] + np.arange(k)[None, :]
