@@ -223,10 +223,10 @@ def _window_sums(x: np.ndarray, k: int, axis: int) -> np.ndarray:
     path for 64 channels.
     """
 
+    lead = (slice(None),) * axis  # the axes before ``axis``
+
     def part(a: np.ndarray, start: int, stop: int) -> np.ndarray:
-        index: list[slice] = [slice(None)] * a.ndim
-        index[axis] = slice(start, stop)
-        return a[tuple(index)]
+        return a[(*lead, slice(start, stop))]
 
     m = x.shape[axis] - k + 1
     total: np.ndarray | None = None
