@@ -76,7 +76,11 @@ def time_method(method: str, runtime: str, image: Path, repeats: int) -> dict:
 
 
 def f1_of(method: str, runtime: str, dataset: Path, work: Path) -> float | None:
+    """casia1-dev F1 of one method on one runtime: from ``work/bench-M-R/report.json`` when an
+    earlier run (``--only-f1``, which needs no idle machine) left it, else measured now."""
     out = work / f"bench-{method}-{runtime}"
+    if (out / "report.json").is_file():
+        return json.loads((out / "report.json").read_text())["rows"][0]["localization"]["f1"]
     done = subprocess.run([*FORGECTL, "benchmark", str(dataset), "-m", method, "--runtime",
                            runtime, "-j", "1", "--bootstrap", "0", "--no-plots", "--out",
                            str(out)], capture_output=True, text=True, cwd=REPO)
@@ -113,6 +117,9 @@ def main() -> None:
     ap.add_argument("--big-repeats", type=int, default=3, help="runs per 12 MP cell")
     ap.add_argument("--skip-f1", action="store_true")
     ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--f1-dir", type=Path, help="where the F1 benchmark runs go (and are "
+                    "reused from); default: a new temporary folder")
+    ap.add_argument("--only-f1", action="store_true", help="only the F1 runs (into --f1-dir)")
     ap.add_argument("--out", type=Path, help="also write the figures as JSON")
     args = ap.parse_args()
 
@@ -122,6 +129,15 @@ def main() -> None:
                else [m.strip() for m in args.methods.split(",") if m.strip()])
     casia = args.casia_image if args.casia_image.is_file() else REPO / "examples" / "splice.jpg"
     work = Path(tempfile.mkdtemp(prefix="forgectl-perf-"))
+    f1_dir = args.f1_dir or work
+    f1_dir.mkdir(parents=True, exist_ok=True)
+    if args.only_f1:
+        for method in methods:
+            kind = registry.get_spec(method).kind
+            for runtime in (["onnx", "torch"] if kind in ("learned", "fusion") else ["auto"]):
+                print(method, runtime, f1_of(method, runtime, args.dataset, f1_dir),
+                      file=sys.stderr, flush=True)
+        return
     big = args.big or make_big(work)
     rows = []
     for method in methods:
@@ -132,7 +148,7 @@ def main() -> None:
                    "casia": time_method(method, runtime, casia, args.repeats),
                    "12mp": time_method(method, runtime, big, args.big_repeats)}
             if not args.skip_f1 and args.dataset.is_dir():
-                row["f1"] = f1_of(method, runtime, args.dataset, work)
+                row["f1"] = f1_of(method, runtime, args.dataset, f1_dir)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     startup = {}
