@@ -88,6 +88,29 @@ def test_grid_medians_are_numpy_medians():
             )
 
 
+@pytest.mark.parametrize("size", [(37, 45), (40, 48), (70, 61)])
+def test_grid_pixel_statistics_from_cells(size):
+    h, w = size
+    rng = np.random.default_rng(4)
+    shape = ((h - 7) // 8, (w - 7) // 8)
+    pixels = gr._cell_pixels(shape, h, w)
+    for cells in (
+        np.clip(rng.normal(0.2, 0.4, shape), 0, 1).astype(np.float32),  # many exact zeros
+        rng.random(shape).astype(np.float32),  # all distinct: numpy's interpolation path
+    ):
+        heat = blocks_to_pixels(cells, h, w)
+        assert pixels.sum() == h * w
+        assert pixels[cells >= 0.5].sum() / (h * w) == float((heat >= 0.5).mean())
+        for q in (2, 50, 98, 100):
+            assert gr._pixel_percentile(cells, pixels, heat, q) == float(np.percentile(heat, q))
+    # Two cells of 120 and 225 pixels, the rank between them: numpy interpolates.
+    cells, pixels = np.array([[0.25, 0.75]], np.float32), gr._cell_pixels((1, 2), 15, 23)
+    heat = blocks_to_pixels(cells, 15, 23)
+    assert pixels.tolist() == [[120, 225]]
+    expected = float(np.percentile(heat, 34.75))
+    assert 0.25 < expected < 0.75 and gr._pixel_percentile(cells, pixels, heat, 34.75) == expected
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 8, 9])
 def test_window_sums(k):
     x = np.random.default_rng(3).random((12, 11, 3)).astype(np.float32)

@@ -168,8 +168,9 @@ def clipped_fraction(luma_plane: np.ndarray, grid: BlockGrid) -> np.ndarray:
     clipped = ((luma_plane <= CLIP_LOW) | (luma_plane >= CLIP_HIGH)).view(np.uint8)
     h, w = clipped.shape
     clipped = np.pad(clipped, ((0, h % 2), (0, w % 2)), "edge")
-    # Clipped pixels per 2x2 pair (0..4), then per block by an integer summed-area table: the
-    # exact count, so count / (4 * size^2) is the float mean of the quarters, bit for bit.
+    # Clipped pixels per 2x2 pair (0..4), then per block from a summed-area table of those
+    # small integers (exact in float64), so count / (4 size^2) is the old mean of quarters bit
+    # for bit, without float copies of the full-resolution plane.
     pairs = clipped[0::2, 0::2] + clipped[0::2, 1::2] + clipped[1::2, 0::2] + clipped[1::2, 1::2]
     table = cv2.integral(pairs, sdepth=cv2.CV_64F)
     y0 = np.arange(grid.rows) * grid.stride
