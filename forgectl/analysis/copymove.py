@@ -215,11 +215,12 @@ def nearest_descriptors(
     group = min(_KNN_GROUP, max(1, n // (2 * k)))
     groups = -(-n // group)
     # Train side of the product: [-2 b; |b|^2], padded to whole groups with columns that give
-    # +inf (0 * a + 1 * inf), so the group minima are one reduction over a contiguous block.
+    # a huge value (0 * a + 1 * 1e30), so the group minima are one reduction over a contiguous
+    # block. Not inf: BLAS kernels multiply their own zero padding by it (0 * inf = NaN).
     train = np.zeros((dims + 1, groups * group), np.float32)
     train[:dims, :n] = -2.0 * d.T
     train[dims, :n] = squares
-    train[dims, n:] = np.inf
+    train[dims, n:] = 1e30
     # A float32 dot product of D + 1 terms errs by at most about (D + 1) 2^-24 sum |x_i y_i|,
     # and here sum |x_i y_i| = 2 |a.b| + |b|^2 <= 2 (|a|^2 + max |b|^2); 8 x that, per query.
     slack = 16.0 * (dims + 1) * 2.0**-24 * (squares + squares.max()) + 1e-3
