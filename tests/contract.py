@@ -94,13 +94,15 @@ class RecipeContract:
     overrides: ClassVar[dict[str, Any]] = {}
 
     @pytest.fixture(scope="class")
-    def recipe(self):
-        return type(self).recipe_factory()
+    @classmethod
+    def recipe(cls):
+        return cls.recipe_factory()
 
     @pytest.fixture(scope="class")
-    def config(self, recipe):
-        config = copy.deepcopy(recipe.configs[self.config_name])
-        config.update(self.overrides)
+    @classmethod
+    def config(cls, recipe):
+        config = copy.deepcopy(recipe.configs[cls.config_name])
+        config.update(cls.overrides)
         return config
 
     def test_configs_are_plain_data(self, recipe):

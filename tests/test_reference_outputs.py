@@ -1,4 +1,4 @@
-"""Refactors keep results: omni and reconwave give byte-identical masks (scores within 1e-6)
+"""Refactors keep results: omni and reconwave give byte-identical masks (scores within one unit of their 6th decimal)
 on a sample of casia1-dev, against outputs recorded before the learned-method framework
 (tests/data/reference_outputs.json). Skipped without ../shared."""
 
@@ -31,4 +31,6 @@ def test_masks_and_scores_unchanged(method, casia_dir, tmp_path, monkeypatch):
         mask = stem.with_name(stem.name + ".mask.png").read_bytes()
         assert hashlib.sha256(mask).hexdigest() == expected["mask_sha256"], rel
         score = json.loads(stem.with_name(stem.name + ".json").read_text())["score"]
-        assert abs(score - expected["score"]) <= 1e-6, rel
+        # Scores are written rounded to 6 decimals: a float sum one ulp off can flip the last
+        # digit, so one unit in the 6th decimal (plus float slack) is the tolerance.
+        assert abs(score - expected["score"]) <= 1.5e-6, rel
