@@ -16,6 +16,7 @@ Heavy libraries (torch, onnx, onnxruntime) are imported inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import types
@@ -532,3 +533,159 @@ def export_shipped(backend: LearnedBackend,
     for aux in backend.auxiliary_networks():
         reports.append(export_auxiliary(backend, aux, tolerance))
     return reports
+
+
+# ---------------------------------------------------------------------- int8 twin
+
+#: How ``quantize_int8`` quantizes (recorded in the int8 twin's card). Chosen in the study of
+#: issue #20 (benchmarks/omni_speed.py): static QDQ ran 0.73-0.84 x the fp32 time per tile on
+#: 2 cores, dynamic int8 (ConvInteger) 4-5 x slower.
+INT8_SETTINGS: dict[str, Any] = {
+    "tool": "onnxruntime.quantization.quantize_static",
+    "format": "QDQ",
+    "per_channel": True,
+    "reduce_range": False,
+    "weights": "QInt8, symmetric (per output channel)",
+    "activations": "QUInt8, asymmetric (per tensor)",
+    "calibration": "Percentile 99.999, asymmetric ranges, batches of 8 feeds",
+    "op_types": ["Conv", "MatMul", "Add (residual only: both inputs from Conv/Add)"],
+    "preprocess": "quant_pre_process(skip_symbolic_shape=True)",
+}
+#: Largest mean |heatmap difference| from the float twin allowed on each parity sample. omni
+#: measured 0.008-0.014 on the JPEG samples and 0.043 on the small PNG one (RGB route, not
+#: calibrated on); its casia1-dev F1 is in docs/PERFORMANCE.md.
+INT8_TOLERANCE = 0.06
+#: Calibration: feeds per image, and images used at most.
+CALIBRATION_PER_IMAGE = 2
+CALIBRATION_IMAGES = 48
+
+
+class _CalibrationFeeds:
+    """The calibration reader onnxruntime asks for (``CalibStridedMinMax`` needs len and
+    set_range)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds = feeds
+        self._it = iter(feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self.feeds[start_index:end_index])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.feeds)
+
+
+def calibration_images(folder: Path, limit: int = CALIBRATION_IMAGES, seed: int = 1234
+                       ) -> list[Path]:
+    """Up to ``limit`` JPEG files below ``folder``, a seeded random choice (pristine photos:
+    never a benchmark set)."""
+    files = sorted(p for p in Path(folder).rglob("*")
+                   if p.suffix.lower() in {".jpg", ".jpeg"} and p.is_file())
+    if not files:
+        raise UsageError(f"no JPEG files below {folder} to calibrate with")
+    np.random.default_rng(seed).shuffle(files)
+    return files[:limit]
+
+
+def quantize_int8(backend: LearnedBackend, calibration: Sequence[Path], out: Path,
+                  tolerance: float = INT8_TOLERANCE,
+                  images: Sequence[ForensicImage] | None = None) -> ExportReport:
+    """Statically quantize ``backend``'s onnx twin to int8 (QDQ) and write it to ``out``.
+
+    Activation ranges come from :meth:`LearnedBackend.calibration_feeds` of the
+    ``calibration`` photos; the nodes :meth:`LearnedBackend.int8_float_nodes` names stay in
+    float. The result is compared with the float twin through the method's own tiling on
+    ``images`` (default :func:`sample_images`): a mean |heatmap difference| above
+    ``tolerance`` fails and nothing is written. The card is the twin's, plus ``quantization``
+    (settings, calibration data, the comparison) and ``export.precision = "int8"``.
+
+    Raises:
+        UsageError: the method has no int8 recipe, or the backend is not on its onnx twin.
+        ParityError: the quantized model is too far from the float one.
+    """
+    import tempfile
+
+    from forgectl import weights as W
+    from forgectl.errors import require_torch
+    from forgectl.intake import load_image
+    from forgectl.outputs import write_bytes
+
+    if "int8" not in backend.runtimes:
+        raise UsageError(f"{backend.spec.name} has no int8 recipe (methods with one: omni)")
+    if backend.runtime != "onnx":
+        raise UsageError("--int8 starts from the float ONNX twin (runtime onnx)")
+    require_torch("forgectl export --int8")  # the train extra brings the onnx package
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    rng = np.random.default_rng(1)
+    feeds: list[dict[str, np.ndarray]] = []
+    for path in calibration:
+        feeds += backend.calibration_feeds(load_image(path), rng, CALIBRATION_PER_IMAGE)
+    feeds = feeds[: len(feeds) // 8 * 8]
+    if not feeds:
+        raise UsageError("too few calibration photos (at least 4 are needed)")
+    source = backend.weights_path
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, quantized = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+        kept = backend.int8_float_nodes(onnx.load(str(pre)))
+        # onnxruntime prints its calibration progress on stdout, which is the user's.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(pre), str(quantized), _CalibrationFeeds(feeds),
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "MatMul", "Add"],
+                per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, nodes_to_exclude=kept,
+                calibrate_method=CalibrationMethod.Percentile,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                               "CalibStridedMinMax": 8, "CalibTensorRangeSymmetric": False,
+                               "CalibPercentile": 99.999},
+            )
+        model = onnx.load(str(quantized))
+    del model.metadata_props[:]
+    data = model.SerializeToString()
+
+    runner = OnnxRunner(data)
+    rows = []
+    for image in (images if images is not None else sample_images()):
+        ref, _ = backend.parity_output(image)
+        with backend.running(runner):
+            got, _ = backend.parity_output(image)
+        diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+        row = {"image": image.name, "size": [image.height, image.width],
+               "mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max())}
+        rows.append(row)
+        if not row["mean_abs_diff"] <= tolerance:
+            raise ParityError(f"int8 model differs from the float twin on {image.name}: mean "
+                              f"|heatmap diff| {row['mean_abs_diff']:.3f} > {tolerance}; "
+                              "nothing written")
+    card = json.loads(json.dumps(backend.model_card()))
+    card["export"]["precision"] = "int8"
+    card["quantization"] = {
+        **INT8_SETTINGS,
+        "source": source.name,
+        "source_sha256": W.sha256_file(source),
+        "kept_float": list(getattr(backend, "INT8_KEPT_FLOAT", ())),
+        "kept_float_nodes": len(kept),
+        "calibration_data": f"{len(feeds)} feeds ({CALIBRATION_PER_IMAGE} random tiles each) "
+                            f"from {len(calibration)} photos: "
+                            + ", ".join(sorted(p.name for p in calibration)[:8])
+                            + (" ..." if len(calibration) > 8 else ""),
+        "comparison": {"tolerance_mean_abs_diff": tolerance, "samples": rows,
+                       "reference": "the float onnx twin, same tiling and blending"},
+    }
+    data = with_onnx_card(data, card)
+    write_bytes(out, data)
+    return ExportReport(path=Path(out), format="onnx (int8)", method=backend.spec.name,
+                        weights=source.name, tolerance=tolerance,
+                        max_abs_diff=max(r["mean_abs_diff"] for r in rows), samples=rows,
+                        size_bytes=len(data))
+

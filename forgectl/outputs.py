@@ -16,12 +16,13 @@ file and the cause.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -146,38 +147,80 @@ _LUT = np.stack(
 ).astype(np.uint8)
 
 
+#: The colour map as a 256-entry PNG palette (R, G, B, R, G, B, ...).
+HEAT_PALETTE: list[int] = _LUT.reshape(-1).tolist()
+
+
+def heat_index(heatmap: np.ndarray) -> np.ndarray:
+    """(H, W) float in [0, 1] -> (H, W) uint8 ``round(255 * heatmap)`` (half to even, as
+    ``np.round``), out-of-range values clipped, NaN as 0.
+
+    OpenCV rounds and saturates in one multithreaded pass; the clip (a 12 MP temporary) is
+    only made for maps that need it.
+    """
+    import cv2
+
+    heatmap = np.asarray(heatmap)
+    if heatmap.size == 0:
+        return np.zeros(heatmap.shape, np.uint8)
+    # NaN makes min/max NaN and the test False: such maps are clipped (NaN then becomes 0).
+    if not (heatmap.min() >= 0.0 and heatmap.max() <= 1.0):
+        heatmap = np.clip(heatmap, 0.0, 1.0)
+    # OpenCV sees any array as a matrix: give the result the input's shape back (1-D scales).
+    return cv2.convertScaleAbs(heatmap, alpha=255.0).reshape(heatmap.shape)
+
+
 def colorize(heatmap: np.ndarray) -> np.ndarray:
-    """(H, W) float in [0, 1] -> (H, W, 3) uint8 RGB with an inferno-like colour map."""
-    idx = np.clip(np.round(np.nan_to_num(heatmap) * 255.0), 0, 255).astype(np.uint8)
-    return _LUT[idx]
+    """(H, W) float in [0, 1] -> (H, W, 3) uint8 RGB with an inferno-like colour map (any
+    shape (...) -> (..., 3))."""
+    import cv2
+
+    idx = heat_index(heatmap)
+    if idx.ndim != 2:
+        return _LUT[idx]
+    return cv2.LUT(cv2.merge([idx, idx, idx]), _LUT.reshape(256, 1, 3))
 
 
-def overlay(rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def heatmap_png(heatmap: np.ndarray, compress_level: int = 1, optimize: bool = False) -> bytes:
+    """The heatmap as an 8-bit palette PNG: each pixel is ``round(255 * heatmap)`` and the
+    palette is the colour map, so viewers show the colours and ``np.array(Image.open(f))``
+    gives the values back. A third of the bytes of the RGB picture, and at 12 MP 0.1 s to
+    encode against 0.6 s."""
+    image = Image.fromarray(heat_index(heatmap))
+    image.putpalette(HEAT_PALETTE)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=compress_level, optimize=optimize)
+    return buf.getvalue()
+
+
+def overlay(rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray,
+            colour: np.ndarray | None = None) -> np.ndarray:
     """Blend the heatmap over a dimmed copy of the image and outline the mask in cyan.
+
+    ``out = (1 - a) * 0.6 * rgb + a * colour`` with ``a = 0.75 * heatmap``: a calm region
+    shows the photo at 60 % brightness, a hot one mostly the colour map.
 
     Args:
         rgb: (H, W, 3) uint8. heatmap: (H, W) float in [0, 1]. mask: (H, W) bool.
+        colour: ``colorize(heatmap)`` when the caller has it already.
 
     Returns:
         (H, W, 3) uint8.
     """
     import cv2
 
-    # out = base + alpha * (colour - base), with in-place float32 ops to bound memory on 12 MP.
-    out = rgb.astype(np.float32)
-    out *= 0.6
-    colour = colorize(heatmap).astype(np.float32)
-    colour -= out
-    colour *= (np.clip(heatmap, 0, 1).astype(np.float32) * 0.75)[:, :, None]
-    out += colour
-    del colour
-    out = np.clip(out, 0, 255, out=out).astype(np.uint8)
+    alpha = np.clip(heatmap, 0.0, 1.0).astype(np.float32, copy=False)
+    alpha *= np.float32(0.75)
+    dimmed = cv2.convertScaleAbs(np.ascontiguousarray(rgb), alpha=0.6)
+    # blendLinear normalises by the weights' sum, here 1: one multithreaded pass, no float
+    # copies of the image (at 12 MP 0.1 s against 0.35 s in numpy).
+    colour = colorize(heatmap) if colour is None else colour
+    out = cv2.blendLinear(dimmed, colour, np.float32(1.0) - alpha, alpha)
     if mask.any():
         contours, _ = cv2.findContours(
             mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
         thickness = max(1, round(min(rgb.shape[:2]) / 300))
-        out = np.ascontiguousarray(out)
         cv2.drawContours(out, contours, -1, (0, 255, 255), thickness)
     return out
 
@@ -253,7 +296,7 @@ def _glob_escape(name: str) -> str:
 
 def write_result_files(
     stem_path: Path, rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray, record: dict,
-    maps: dict[str, np.ndarray] | None = None,
+    maps: dict[str, np.ndarray] | None = None, threads: int = 1,
 ) -> dict[str, Any]:
     """Write ``<stem>.mask.png``, ``.heatmap.png``, ``.overlay.png`` (and ``.<name>.png`` for
     each of :data:`MAP_OUTPUTS` in ``maps``) and ``.json``.
@@ -262,6 +305,8 @@ def write_result_files(
     paths and sha256 and ``"complete": true``, so its presence means the set is complete and
     ``--resume`` can check it. A failure removes what this call wrote.
 
+    ``threads`` is how many PNGs are made at once.
+
     Returns:
         The record as written to the JSON.
 
@@ -269,15 +314,15 @@ def write_result_files(
         OutputError: a write failed (nothing of this image is left).
     """
     paths = output_paths(stem_path)
-    images = {
-        "mask": png_bytes(mask.astype(np.uint8) * 255),
-        "heatmap": png_bytes(colorize(heatmap), compress_level=1),
-        "overlay": png_bytes(overlay(rgb, heatmap, mask), compress_level=1),
+    encoders: dict[str, Callable[[], bytes]] = {
+        "mask": lambda: png_bytes(mask.astype(np.uint8) * 255),
+        "heatmap": lambda: heatmap_png(heatmap),
+        "overlay": lambda: png_bytes(overlay(rgb, heatmap, mask), compress_level=1),
     }
     for name in MAP_OUTPUTS:
         if maps and name in maps:
-            grey = np.round(np.clip(maps[name], 0.0, 1.0) * 255).astype(np.uint8)
-            images[name] = png_bytes(grey, compress_level=1)
+            encoders[name] = functools.partial(_grey_png, maps[name])
+    images = _run_all(encoders, threads)
     try:
         paths["json"].unlink(missing_ok=True)
         for kind, data in images.items():
@@ -293,6 +338,23 @@ def write_result_files(
             raise cannot_write(stem_path.parent, exc) from exc
         raise
     return record
+
+
+def _grey_png(values: np.ndarray) -> bytes:
+    return png_bytes(np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8), 1)
+
+
+def _run_all(encoders: dict[str, Callable[[], bytes]], threads: int) -> dict[str, bytes]:
+    """``{name: encode}`` -> ``{name: its PNG bytes}`` in the same order. OpenCV and Pillow's
+    compressor release the GIL, so ``threads`` > 1 makes several at once (at 12 MP the
+    overlay alone takes about a second)."""
+    if threads <= 1:
+        return {k: encode() for k, encode in encoders.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(encoders))) as pool:
+        futures = {k: pool.submit(encode) for k, encode in encoders.items()}
+        return {k: f.result() for k, f in futures.items()}
 
 
 # --------------------------------------------------------------------------- results.jsonl

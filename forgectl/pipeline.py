@@ -296,7 +296,7 @@ def process_file(backend: Backend, item: InputFile, max_pixels: int | None = Non
         image, result, timings = analyze_file(backend, item.path, max_pixels)
         record = build_record(image, result, backend, timings)
         return write_result_files(item.out_stem, image.rgb, result.heatmap, result.mask, record,
-                                  result.maps)
+                                  result.maps, threads=compute_threads())
     except FATAL_ERRORS:
         raise
     except ForgectlError as exc:
@@ -699,10 +699,14 @@ class ParallelRunner:
                 idle.put(runner)
 
         pool = ThreadPoolExecutor(len(self.runners), thread_name_prefix="forgectl-wait")
+        futures: list[Any] = []
+        yielded = 0
         try:
             futures = [pool.submit(analyse, item) for item in todo]
             for item, future in zip(todo, futures, strict=True):
-                yield item, future.result()
+                record = future.result()
+                yielded += 1
+                yield item, record
         except BaseException:
             # Stop the others at once (their images are dropped, as for a signal) instead of
             # letting every queued image run before the error surfaces.
@@ -711,6 +715,11 @@ class ParallelRunner:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            # Images finished out of order whose records were never handed out: no files
+            # without a results.jsonl line.
+            for item, future in zip(todo[yielded:], futures[yielded:], strict=False):
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    discard_outputs(item.out_stem)
 
     def close(self) -> None:
         for runner in self.runners:

@@ -58,13 +58,21 @@ def test_every_shipped_twin_is_the_export_of_the_weights_beside_it(twin):
         f"{twin.name} no longer matches {source.name}: forgectl export --method "
         f"{export.get('method')} --shipped")
     assert export["parity"]["max_abs_diff"] <= export["parity"]["tolerance"]
+    if export.get("precision") == "int8":  # quantized from the float twin beside it
+        quant = OnnxRunner(twin, threads=1).card["quantization"]
+        assert quant["source_sha256"] == sha256_file(CHECKOUT_DIR / quant["source"]), (
+            f"{twin.name} was quantized from another {quant['source']}: forgectl export "
+            f"--method {export.get('method')} --int8 --calibration DIR")
+        comparison = quant["comparison"]
+        assert all(r["mean_abs_diff"] <= comparison["tolerance_mean_abs_diff"]
+                   for r in comparison["samples"])
 
 
 @pytest.mark.parametrize("method", _learned_ready())
 def test_every_learned_method_ships_its_twins(method):
     backend = registry.load(method)
     assert isinstance(backend, LearnedBackend)
-    assert backend.runtime == "onnx", f"{method}: no ONNX twin beside its weights"
+    assert backend.engine == "onnx", f"{method}: no ONNX twin beside its weights"
     for aux in backend.auxiliary_networks():
         assert aux.twin.is_file(), f"{method}: {aux.twin.name} is not shipped"
 
@@ -80,7 +88,7 @@ def test_every_method_runs_by_default_without_torch(tmp_path):
         assert done.returncode == 0, f"{method}: {done.stderr[-800:]}"
         record = json.loads((out / "photo.json").read_text())
         if registry.get_spec(method).kind in ("learned", "fusion"):
-            assert record["method"]["runtime"] == "onnx", method
+            assert record["method"]["runtime"] in ("onnx", "int8"), method
         assert np.isfinite(record["score"]), method
 
 
@@ -107,7 +115,7 @@ def test_the_wheel_carries_the_weights_and_runs_without_torch(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-800:]
     record = json.loads((tmp_path / "out" / "splice.json").read_text())
-    assert record["method"]["runtime"] == "onnx"
+    assert record["method"]["runtime"] == "int8"  # omni ships its int8 twin in the wheel
     assert "site-packages" in subprocess.run(
         [str(py), "-c", "from forgectl.weights import weights_dir; print(weights_dir())"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout

@@ -1,6 +1,6 @@
-"""Refactors keep results: omni and reconwave give byte-identical masks (scores within one unit of their 6th decimal)
-on a sample of casia1-dev, against outputs recorded before the learned-method framework
-(tests/data/reference_outputs.json). Skipped without ../shared."""
+"""Refactors keep results: omni and reconwave give byte-identical masks (scores within one
+unit of their 6th decimal) on a sample of casia1-dev, against outputs recorded before the
+learned-method framework (tests/data/reference_outputs.json). Skipped without ../shared."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
 
 
 @dataclass(frozen=True)
@@ -332,6 +331,9 @@ def cluster_pairs(src: np.ndarray, dst: np.ndarray, cutoff: float) -> np.ndarray
     same = np.linalg.norm(src[iu] - src[ju], axis=1) + np.linalg.norm(dst[iu] - dst[ju], axis=1)
     swap = np.linalg.norm(src[iu] - dst[ju], axis=1) + np.linalg.norm(dst[iu] - src[ju], axis=1)
     condensed = np.minimum(same, swap).astype(np.float64)
+    # Imported here: scipy.cluster costs 0.15 s to import, and most images never get here.
+    from scipy.cluster.hierarchy import fcluster, linkage
+
     tree = linkage(condensed, method="single")
     return fcluster(tree, t=cutoff, criterion="distance").astype(np.int64)
 

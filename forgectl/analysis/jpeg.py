@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.special import ndtr
 
 BLOCK = 8
 
@@ -194,6 +193,10 @@ def double_quantized_pmf(
 
     Returns (2X+1,) float64, renormalised over the window.
     """
+    # Imported here, not at the top: scipy.special takes 0.2 s to import, which every
+    # command that merely lists the methods would pay.
+    from scipy.special import ndtr
+
     x = np.arange(-half_range, half_range + 1, dtype=np.float64)
     reach = (half_range + 1) * second + 4.0 * sigma
     kmax = int(np.ceil(reach / first)) + 1

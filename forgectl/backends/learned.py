@@ -44,6 +44,14 @@ if TYPE_CHECKING:
 TileRunner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
+def twin_name(weights: str | Path, runtime: str) -> Path:
+    """The file a runtime runs for shipped weights ``weights``: ``<stem>.onnx`` for onnx,
+    ``<stem>.int8.onnx`` (statically quantized from it) for int8, the weights for torch."""
+    weights = Path(weights)
+    suffix = {"onnx": ".onnx", "int8": ".int8.onnx"}.get(runtime)
+    return weights if suffix is None else weights.with_suffix(suffix)
+
+
 @dataclass(frozen=True)
 class ExportGraph:
     """What a learned backend hands ``forgectl export``: its per-tile network and contract.
@@ -211,15 +219,16 @@ class LearnedBackend(Backend):
         default = self.spec.weights
         if default is None:
             raise TypeError(f"{type(self).__name__}.spec names no weights file")
-        if runtime == "onnx":  # the shipped weights' exported twin (forgectl export --shipped)
-            default = str(Path(default).with_suffix(".onnx"))
+        if runtime != "torch":  # the shipped weights' exported twin (forgectl export --shipped)
+            default = str(twin_name(default, runtime))
         self.weights_path = Path(weights) if weights else W.weights_dir() / default
         if not self.weights_path.is_file():
             hint = "" if runtime == "torch" else (
-                f" (make it with: forgectl export --method {self.spec.name} --shipped)")
+                f" (make it with: forgectl export --method {self.spec.name} "
+                f"{'--int8 --calibration DIR' if runtime == 'int8' else '--shipped'})")
             raise WeightsError(f"weights file not found: {self.weights_path}{hint}")
         is_onnx = self.weights_path.suffix.lower() == ".onnx"
-        if runtime == "onnx" and not is_onnx:
+        if self.engine == "onnx" and not is_onnx:
             raise UsageError(
                 f"--runtime onnx runs an exported model: pass --weights FILE.onnx (made by "
                 f"`forgectl export`), not {self.weights_path.name}"
@@ -239,11 +248,21 @@ class LearnedBackend(Backend):
 
     def auto_runtime(self, weights: str | Path | None) -> str:
         """``--weights FILE`` runs on what the file is (``.onnx``: onnx); the shipped weights
-        run on their ONNX twin when it is there (no torch needed), else on torch."""
+        run on their int8 twin when the method has one, else on their ONNX twin when it is
+        there (no torch needed either way), else on torch."""
         if weights is not None:
             return "onnx" if Path(weights).suffix.lower() == ".onnx" else "torch"
-        twin = W.weights_dir() / Path(str(self.spec.weights)).with_suffix(".onnx")
-        return "onnx" if twin.is_file() else "torch"
+        for runtime in ("int8", "onnx"):
+            if runtime in self.runtimes and (
+                    W.weights_dir() / twin_name(str(self.spec.weights), runtime)).is_file():
+                return runtime
+        return "torch"
+
+    @property
+    def engine(self) -> str:
+        """What runs the network: ``onnx`` (onnxruntime, for the onnx and int8 runtimes) or
+        ``torch``."""
+        return "torch" if self.runtime == "torch" else "onnx"
 
     def check_options(self) -> None:
         if "tile" in self.options:
@@ -269,7 +288,7 @@ class LearnedBackend(Backend):
         """The weights' model card: the ``.json`` next to them, or for ``runtime="onnx"`` the
         card ``forgectl export`` embedded in the ``.onnx`` file."""
         if self._card is None:
-            if self.runtime == "onnx":
+            if self.engine == "onnx":
                 self._card = self.onnx_runner().card or {}
             else:
                 self._card = W.read_card(self.weights_path) or {}
@@ -284,7 +303,7 @@ class LearnedBackend(Backend):
         to [0, 1]. With ``runtime="onnx"`` they come from the contract embedded in the exported
         file, so that path never imports torch; else from :meth:`torch_normalization`."""
         if self._norm is None:
-            if self.runtime == "onnx":
+            if self.engine == "onnx":
                 try:
                     spec = self.model_card()["export"]["inputs"]["image"]
                     self._norm = tuple(spec["mean"]), tuple(spec["std"])
@@ -338,7 +357,7 @@ class LearnedBackend(Backend):
         if self._runner_override is not None:
             return self._runner_override
         if self._runner is None:
-            self._runner = self.onnx_runner() if self.runtime == "onnx" else self.torch_runner()
+            self._runner = self.onnx_runner() if self.engine == "onnx" else self.torch_runner()
         return self._runner
 
     @contextmanager
@@ -356,6 +375,19 @@ class LearnedBackend(Backend):
         feeds in its input order (methods with a faster torch path override this)."""
         return module_runner(self.export_graph())
 
+    # ------------------------------------------------------------------ int8 twin
+    # Methods that list "int8" in ``runtimes`` supply these two; ``forgectl export --int8``
+    # (forgectl.export.quantize_int8) uses them to quantize the onnx twin.
+
+    def int8_float_nodes(self, graph: Any) -> list[str]:
+        """Names of the nodes of the onnx twin ``graph`` (``onnx.ModelProto``) kept in float."""
+        raise NotImplementedError(f"{self.spec.name} has no int8 recipe")
+
+    def calibration_feeds(self, image: Any, rng: np.random.Generator, count: int
+                          ) -> list[dict[str, np.ndarray]]:
+        """``count`` network feeds from ``image`` (a ForensicImage) to calibrate int8 ranges."""
+        raise NotImplementedError(f"{self.spec.name} has no int8 recipe")
+
     # ------------------------------------------------------------------ auxiliary networks
 
     def auxiliary_networks(self) -> tuple[AuxiliaryNetwork, ...]:
@@ -369,7 +401,8 @@ class LearnedBackend(Backend):
             aux = {a.name: a for a in self.auxiliary_networks()}.get(name)
             if aux is None:
                 raise KeyError(f"{self.spec.name} has no auxiliary network {name!r}")
-            self._auxiliary[name] = network_runner(aux, self.runtime, self.spec.name)
+            # Auxiliary networks have no int8 twins: int8 runs them on their float twins.
+            self._auxiliary[name] = network_runner(aux, self.engine, self.spec.name)
         return self._auxiliary[name]
 
     def parity_output(self, image: Any) -> tuple[np.ndarray, dict[str, Any]]:

@@ -157,7 +157,7 @@ class MunBackend(LearnedBackend):
         name = self.model_config().get("noiseprint_weights")
         if name:
             path = weights_dir() / Path(str(name)).name
-            if self.runtime == "onnx" or path.is_file():
+            if self.engine == "onnx" or path.is_file():
                 return path, path.with_suffix(".onnx")
         own = self.weights_path
         return own, own.with_name(f"{own.stem}-noiseprint.onnx")
@@ -188,7 +188,7 @@ class MunBackend(LearnedBackend):
     def noiseprint_contract(self) -> tuple[float, int]:
         """``(input scale, receptive margin)`` of the extractor: from the graph on torch, from
         the contract embedded in the twin on onnx (no torch, no network code)."""
-        if self.runtime != "onnx":
+        if self.engine != "onnx":
             contract = self.noiseprint_graph().contract
         else:
             runner = self.auxiliary_runner("noiseprint")

@@ -100,9 +100,15 @@ def tile_graph(model: OmniIML) -> torch.nn.Module:
 class OmniBackend(LearnedBackend):
     """Omni-IML inference.
 
-    Options: ``tile`` (tile size in pixels, multiple of 32, default 384: the fastest per pixel
-    of 320-1024 measured on 2 cores), ``overlap`` (tile overlap, multiple of 8, default 64),
-    ``gate_tiles`` (tiles of a large image the gate looks at, default 8).
+    Options: ``tile`` (tile size in pixels, multiple of 32, default 640), ``overlap`` (tile
+    overlap, multiple of 8, default 32), ``gate_tiles`` (tiles of a large image the gate looks
+    at, default 8). 640/32 came out of a sweep on 2 cores (``benchmarks/omni_speed.py sweep``):
+    at 12 MP it processes 14.3 MP in 35 tiles where 384/64 processed 19.2 MP in 130, and on
+    multi-tile images (casia1-dev upscaled 3x, and a mosaic of its images) its F1 was at least
+    that of 384/64 (docs/PERFORMANCE.md). Images up to 640 px run as one tile either way.
+
+    Runtimes: torch, onnx (``omni-tiny.onnx``) and int8 (``omni-tiny.int8.onnx``, statically
+    quantized from the onnx twin by ``forgectl export --int8``; see :meth:`int8_float_nodes`).
     """
 
     spec = MethodSpec(
@@ -114,10 +120,11 @@ class OmniBackend(LearnedBackend):
         paper=PAPER,
     )
     multiple = MULTIPLE
+    runtimes = ("torch", "onnx", "int8")
     #: The training-only box branch, present in trained state dicts, unused at inference.
     training_only_prefixes = ("box_head.",)
     OPTIONS = (
-        *tiling_options(),
+        *tiling_options(tile=640, overlap=32),
         Option("gate_tiles", 8, "tiles of a large image the modal gate looks at", minimum=1,
                maximum=1024),
     )
@@ -170,6 +177,55 @@ class OmniBackend(LearnedBackend):
             "qtable": qtable[None],
             "route": np.array([route], np.int64),
         }
+
+    # ------------------------------------------------------------------ int8
+
+    #: What :meth:`int8_float_nodes` keeps in float, for the int8 twin's card.
+    INT8_KEPT_FLOAT = (
+        "stem and stage 0 of the RGB encoder (quantized they cost casia1-dev F1 0.02)",
+        "the modal gate and every Sigmoid (probabilities near 0.5 decide the route)",
+        "the mask heads: decoder classifier and the last 1x1 conv of each coarse head",
+        "the decoder's per-image dynamic depth-wise kernels (weights made at run time)",
+        "Add/Mul that are not residual (index and padding arithmetic, attention scaling)",
+    )
+
+    def int8_float_nodes(self, graph: Any) -> list[str]:
+        """Names of the ONNX nodes of ``graph`` (an ``onnx.ModelProto`` after pre-processing)
+        that the int8 twin keeps in float (:data:`INT8_KEPT_FLOAT`)."""
+        producer = {o: n.op_type for n in graph.graph.node for o in n.output}
+        heads = {"/coarse_rgb/coarse_rgb.1/Conv", "/coarse_fused/coarse_fused.1/Conv",
+                 "/decoder/coarse_head/coarse_head.1/Conv"}
+        kept = []
+        for node in graph.graph.node:
+            name = node.name
+            if (name.startswith(("/stages.0/", "/gate/", "/decoder/classifier")) or name in heads
+                    or node.op_type == "Sigmoid"
+                    or (node.op_type == "Conv" and name.startswith("/decoder/filters.")
+                        and "pointwise" not in name)
+                    or (node.op_type in ("Add", "Mul")
+                        and not all(producer.get(i) in ("Conv", "Add") for i in node.input))):
+                kept.append(name)
+        return kept
+
+    def calibration_feeds(self, image: ForensicImage, rng: np.random.Generator, count: int,
+                          size: int = 384) -> list[dict[str, np.ndarray]]:
+        """``count`` random ``size`` tiles of ``image`` on the 8-pixel grid, fed as
+        :meth:`analyze` feeds them, on the RGB + DCT route. Adding RGB-route tiles (one in
+        three) made the int8 heatmaps of pixel-only inputs further from float, not closer
+        (mean |diff| 0.094 against 0.043 on the 120x88 PNG parity sample)."""
+        from forgectl.tiling import Tile, pad_to, round_up
+
+        clip = int(self.model_config()["frequency"].get("clip", 20))
+        idx, qtable, _ = dct_planes(image, clip)
+        ph, pw = max(size, round_up(image.height, 32)), max(size, round_up(image.width, 32))
+        rgb, idx = pad_to(image.rgb, ph, pw), pad_to(idx, ph, pw)
+        feeds = []
+        for _ in range(count):
+            y0 = 8 * int(rng.integers(0, (ph - size) // 8 + 1))
+            x0 = 8 * int(rng.integers(0, (pw - size) // 8 + 1))
+            feeds.append(self._tile_feeds(rgb, idx, qtable, Tile(y0, x0, size, size),
+                                          ROUTE_FUSED))
+        return feeds
 
     def _gated_tiles(self, run: TileRunner, plan: Any, rgb: np.ndarray, idx: np.ndarray,
                      qtable: np.ndarray, acc: Any) -> tuple[float, bool, list[Any]]:

@@ -95,8 +95,8 @@ class ReConWaveBackend(LearnedBackend):
         # On onnx the restoration twins and card are enough: the torch-free install ships no
         # .safetensors.
         if self.restore_mode == "learned" and not restoration_available(
-                self.restore_weights, self.runtime):
-            missing = self.restore_weights if self.runtime == "torch" else (
+                self.restore_weights, self.engine):
+            missing = self.restore_weights if self.engine == "torch" else (
                 f"{self.restore_weights.name}'s ONNX twins beside it (forgectl export --method "
                 "reconwave --shipped)")
             raise WeightsError(f"restoration weights not found: {missing} (or use restore=off)")
@@ -120,7 +120,7 @@ class ReConWaveBackend(LearnedBackend):
     def restorer(self) -> Restorer:
         if self._restorer is None:
             self._restorer = Restorer(self.restore_weights, min_confidence=self.min_confidence,
-                                      runtime=self.runtime, runners=self.auxiliary_runner)
+                                      runtime=self.engine, runners=self.auxiliary_runner)
         return self._restorer
 
     # ------------------------------------------------------------------ inference

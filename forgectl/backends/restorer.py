@@ -138,6 +138,8 @@ def restoration_available(weights: Path, runtime: str) -> bool:
 def resolve_runtime(runtime: str, weights: Path) -> str:
     """``torch`` or ``onnx`` for a requested runtime: ``auto`` is onnx when both twins of
     ``weights`` exist (no torch needed), else torch."""
+    if runtime == "int8":  # the restoration networks ship no int8 twins: their float ones
+        runtime = "onnx"
     if runtime not in RESTORE_RUNTIMES:
         raise UsageError(f"unknown runtime {runtime!r} (known: {', '.join(RESTORE_RUNTIMES)})")
     if runtime != "auto":

@@ -30,9 +30,9 @@ RuntimeOpt = Annotated[
     str,
     typer.Option(
         "--runtime",
-        help="Where a learned method's network runs: auto (its shipped ONNX graph in "
-        "onnxruntime when there is one, else PyTorch; --weights FILE runs on what FILE is), "
-        "onnx, or torch (needs the train extra).",
+        help="Where a learned method's network runs: auto (its shipped int8 or float ONNX "
+        "graph in onnxruntime when there is one, else PyTorch; --weights FILE runs on what "
+        "FILE is), int8, onnx, or torch (needs the train extra).",
     ),
 ]
 #: = forgectl.intake.DEFAULT_MAX_PIXELS, written out for the same reason as RESTORE_DEFAULT.

@@ -27,6 +27,19 @@ def export(
                      "method's and its auxiliary networks', beside the shipped weights "
                      "(replacing older twins)."),
     ] = False,
+    int8: Annotated[
+        bool,
+        typer.Option("--int8", help="Statically quantize the float ONNX twin (or --weights "
+                     "FILE.onnx) to int8, calibrated on --calibration photos, and write the "
+                     "int8 twin beside the shipped weights (or to --out); the int8 runtime "
+                     "runs it. Methods with an int8 recipe: omni."),
+    ] = False,
+    calibration: Annotated[
+        Path | None,
+        typer.Option("--calibration", help="With --int8: a folder of pristine JPEG photos "
+                     "to calibrate activation ranges on (never a benchmark set).",
+                     show_default=False),
+    ] = None,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="onnx or torchscript.")
     ] = "onnx",
@@ -54,6 +67,11 @@ def export(
             f"{method} is a classical method with no network to export (learned methods: "
             f"{', '.join(learned) or 'none registered'})"
         )
+    if int8:
+        _export_int8(method, out, weights, calibration, shipped, fmt)
+        return
+    if calibration is not None:
+        raise UsageError("--calibration goes with --int8")
     if (out is None) == (not shipped):
         raise UsageError("give either --out FILE or --shipped")
     if shipped and (weights is not None or fmt != "onnx"):
@@ -70,3 +88,33 @@ def export(
             f"{report.tolerance:.0e})",
             err=True,
         )
+
+
+def _export_int8(method: str, out: Path | None, weights: Path | None,
+                 calibration: Path | None, shipped: bool, fmt: str) -> None:
+    """``forgectl export --int8``: the int8 twin from the float one."""
+    from forgectl import registry
+    from forgectl.backends.learned import twin_name
+    from forgectl.errors import UsageError
+    from forgectl.export import calibration_images, quantize_int8
+    from forgectl.weights import weights_dir
+
+    if shipped or fmt != "onnx":
+        raise UsageError("--int8 writes an ONNX file (no --shipped/--format)")
+    if calibration is None or not calibration.is_dir():
+        raise UsageError("--int8 needs --calibration FOLDER of pristine JPEG photos")
+    if "int8" not in registry.get_class(method).runtimes:
+        raise UsageError(f"{method} has no int8 recipe (methods with one: omni)")
+    backend = registry.load(method, weights=weights, runtime="onnx")
+    target = out if out is not None else weights_dir() / twin_name(
+        str(registry.get_spec(method).weights), "int8")
+    if target.suffix.lower() != ".onnx":
+        raise UsageError(f"--out must end in .onnx (got {target.name})")
+    report = quantize_int8(backend, calibration_images(calibration), target)
+    typer.echo(
+        f"forgectl: quantized {method} ({report.weights}) to int8 in {report.path} "
+        f"({report.size_bytes / 1e6:.1f} MB); mean |heatmap diff| from the float twin at most "
+        f"{report.max_abs_diff:.3f} on {len(report.samples)} samples (tolerance "
+        f"{report.tolerance})",
+        err=True,
+    )

@@ -136,7 +136,12 @@ def localize(
     """
     from forgectl import pipeline, registry
     from forgectl.errors import OutputError, UsageError
-    from forgectl.outputs import ResultsLog, prepare_folder, remove_stale_temporaries
+    from forgectl.outputs import (
+        ResultsLog,
+        discard_outputs,
+        prepare_folder,
+        remove_stale_temporaries,
+    )
     from forgectl.restore import RestoreStage, check_restore_mode
 
     check_restore_mode(restore)
@@ -211,14 +216,23 @@ def localize(
                 progress = Progress(transient=True)
                 progress.start()
                 task = progress.add_task(f"{method}", total=len(todo))
+            # An image whose files are written but whose record is not logged yet: a second
+            # signal landing then must not leave files that results.jsonl does not list.
+            unlogged = None
             try:
                 for item, record in _records(runner, todo):
+                    unlogged = item
                     _report(pipeline.batch_record(record, item), item, counts, fail_on, log,
                             json_stdout)
+                    unlogged = None
                     if progress is not None:
                         progress.advance(task)
             except pipeline.StopBatch as stop:
                 stopped = stop.signum
+            except BaseException:
+                if unlogged is not None:
+                    discard_outputs(unlogged.out_stem)
+                raise
     except OutputError as exc:
         raise OutputError(f"{exc} ({counts.done} of {len(plan)} image(s) done; make room or "
                           "fix the folder, then rerun with --resume)") from exc

@@ -105,6 +105,8 @@ class AutoBackend(Backend):
         if name not in self._backends:
             kind = registry.get_spec(name).kind
             runtime = self.runtime if kind == "learned" else "auto"
+            if runtime == "int8" and "int8" not in registry.get_class(name).runtimes:
+                runtime = "onnx"  # members without an int8 twin run their float one
             self._backends[name] = registry.load(name, runtime=runtime)
         return self._backends[name]
 

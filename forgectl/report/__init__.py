@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -27,12 +26,11 @@ from string import Template
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from forgectl import __version__, registry
 from forgectl.backends.base import Result
 from forgectl.intake import ForensicImage
-from forgectl.outputs import colorize, overlay, png_bytes
+from forgectl.outputs import colorize, heatmap_png, overlay, png_bytes
 from forgectl.weights import weights_dir
 
 #: Version of the explain JSON record; bump on incompatible changes.
@@ -301,24 +299,11 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _palette_png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-# The colour map as a 256-entry palette: a heatmap is then stored exactly as an 8-bit index
-# image, a third of the size of the same picture as RGB.
-_HEAT_PALETTE = colorize(np.linspace(0.0, 1.0, 256, dtype=np.float32)).reshape(-1).tolist()
-
-
 def _heat_png(heatmap: np.ndarray, box: tuple[int, int]) -> str:
-    """(H, W) map in [0, 1] -> colour-mapped PNG data URI, shrunk to fit ``box``."""
+    """(H, W) map in [0, 1] -> colour-mapped PNG data URI, shrunk to fit ``box``: an 8-bit
+    palette image, a third of the size of the same picture as RGB."""
     small = _shrink(heatmap.astype(np.float32), _fit(*heatmap.shape, box))
-    index = np.clip(np.round(np.nan_to_num(small) * 255.0), 0, 255).astype(np.uint8)
-    image = Image.fromarray(index).convert("P")
-    image.putpalette(_HEAT_PALETTE)
-    return _data_uri(_palette_png(image))
+    return _data_uri(heatmap_png(small, compress_level=9, optimize=True))
 
 
 def _overlay_png(rgb: np.ndarray, result: Result, box: tuple[int, int]) -> str:
@@ -333,7 +318,8 @@ def _overlay_png(rgb: np.ndarray, result: Result, box: tuple[int, int]) -> str:
     # Keep a flagged region that covers a good part of a display pixel; area averaging of the
     # boolean mask would otherwise erase regions thinner than the downscale factor.
     small_mask = _shrink(result.mask.astype(np.float32), size) >= 0.25
-    return _data_uri(png_bytes(overlay(small_rgb, small_heat, small_mask)))
+    # Level 1: a dozen overlays at level 6 cost 0.3 s per report to make it 8 % smaller.
+    return _data_uri(png_bytes(overlay(small_rgb, small_heat, small_mask), compress_level=1))
 
 
 # --------------------------------------------------------------------------- HTML pieces
