@@ -1,9 +1,12 @@
 """The speed table of docs/PERFORMANCE.md: every method, CASIA size and 12 MP, median seconds
-and peak RSS, per runtime (torch / onnx) for learned methods, with casia1-dev F1 beside each
+and peak RSS, per runtime (torch / onnx / int8) for learned methods, with casia1-dev F1 beside each
 runtime; and the start-up of the commands a user types first.
 
     .venv/bin/python benchmarks/performance.py --out perf.json            # everything
     .venv/bin/python benchmarks/performance.py -m omni,ela --skip-f1       # a quick look
+
+Also the batch throughput of ``localize`` (default method) on the first ``--batch-images``
+casia1-dev images with ``-j 1`` and ``-j 2`` (FORGECTL_THREADS unset: -j splits the cores).
 
 Each (method, runtime, size) runs in a fresh process: it loads the method, warms it up on a
 small image (the one-time load is reported apart, as ``load_s``), then times ``--repeats``
@@ -90,13 +93,30 @@ def f1_of(method: str, runtime: str, dataset: Path, work: Path) -> float | None:
     return row["localization"]["f1"]
 
 
-def command_wall(args: list[str], repeats: int, cwd: Path) -> float:
-    """Median wall time of a whole forgectl process (start to exit)."""
+def runtimes_of(method: str) -> list[str]:
+    """The runtimes a method's rows cover: int8 / onnx / torch for learned methods (int8 where
+    the method has it) and the fusion, ``auto`` (numpy) for classical ones."""
+    from forgectl import registry
+
+    kind = registry.get_spec(method).kind
+    if kind == "fusion":
+        return ["int8", "onnx", "torch"]
+    if kind == "learned":
+        return [r for r in ("int8", "onnx", "torch") if r in registry.get_class(method).runtimes]
+    return ["auto"]
+
+
+def command_wall(args: list[str], repeats: int, cwd: Path, threads: bool = True) -> float:
+    """Median wall time of a whole forgectl process (start to exit); ``threads=False`` leaves
+    ``FORGECTL_THREADS`` unset (``localize -j N`` then splits the machine itself)."""
+    env = dict(os.environ)
+    if not threads:
+        env.pop("FORGECTL_THREADS", None)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         subprocess.run([str(REPO / ".venv" / "bin" / "forgectl"), *args], cwd=cwd,
-                       capture_output=True, check=True)
+                       capture_output=True, check=True, env=env)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -120,6 +140,8 @@ def main() -> None:
     ap.add_argument("--f1-dir", type=Path, help="where the F1 benchmark runs go (and are "
                     "reused from); default: a new temporary folder")
     ap.add_argument("--only-f1", action="store_true", help="only the F1 runs (into --f1-dir)")
+    ap.add_argument("--batch-images", type=int, default=60, help="casia1-dev images for the "
+                    "localize -j 1 / -j 2 throughput (0: skip)")
     ap.add_argument("--out", type=Path, help="also write the figures as JSON")
     args = ap.parse_args()
 
@@ -133,17 +155,14 @@ def main() -> None:
     f1_dir.mkdir(parents=True, exist_ok=True)
     if args.only_f1:
         for method in methods:
-            kind = registry.get_spec(method).kind
-            for runtime in (["onnx", "torch"] if kind in ("learned", "fusion") else ["auto"]):
+            for runtime in runtimes_of(method):
                 print(method, runtime, f1_of(method, runtime, args.dataset, f1_dir),
                       file=sys.stderr, flush=True)
         return
     big = args.big or make_big(work)
     rows = []
     for method in methods:
-        kind = registry.get_spec(method).kind
-        runtimes = ["onnx", "torch"] if kind in ("learned", "fusion") else ["auto"]
-        for runtime in runtimes:
+        for runtime in runtimes_of(method):
             row = {"method": method, "runtime": runtime,
                    "casia": time_method(method, runtime, casia, args.repeats),
                    "12mp": time_method(method, runtime, big, args.big_repeats)}
@@ -165,9 +184,19 @@ def main() -> None:
             "explain CASIA image (auto)": command_wall(
                 ["explain", str(casia), "--out", str(work / "explain")], 3, work),
         }
+    batch = {}
+    if args.batch_images and args.dataset.is_dir():
+        images = sorted((args.dataset / "images").glob("*"))[: args.batch_images]
+        for jobs in (1, 2):
+            seconds = command_wall(["localize", *map(str, images), "-j", str(jobs), "--out",
+                                    str(work / f"batch-j{jobs}")], 1, work, threads=False)
+            batch[f"-j {jobs}"] = {"images": len(images), "seconds": seconds,
+                                   "images_per_s": len(images) / seconds}
+        batch["ratio -j 2 / -j 1"] = batch["-j 2"]["images_per_s"] / batch["-j 1"][
+            "images_per_s"]
     report = {"casia_image": str(casia), "big_image": str(big), "threads":
               os.environ["FORGECTL_THREADS"], "rows": rows, "startup_s": startup,
-              "cpu_count": os.cpu_count()}
+              "batch": batch, "cpu_count": os.cpu_count()}
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     print(markdown(report))
@@ -194,6 +223,13 @@ def markdown(report: dict) -> str:
     if report["startup_s"]:
         lines += ["", "| command (process start to exit) | median s |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in report["startup_s"].items()]
+    batch = report.get("batch") or {}
+    if batch:
+        lines += ["", "| localize (auto), casia1-dev images | images | s | images/s |",
+                  "|---|---|---|---|"]
+        lines += [f"| {k} | {v['images']} | {v['seconds']:.1f} | {v['images_per_s']:.2f} |"
+                  for k, v in batch.items() if isinstance(v, dict)]
+        lines.append(f"\nthroughput ratio -j 2 / -j 1: {batch['ratio -j 2 / -j 1']:.2f}")
     return "\n".join(lines)
 
 
