@@ -346,12 +346,13 @@ def test_focal_applies_a_calibration_only_to_its_own_setup(focal_weights, tmp_pa
     import json
     import shutil
 
+    from forgectl.analysis.clustering import MIN_SEPARATION
     from forgectl.backends.focal import FocalBackend
 
     weights = tmp_path / "focal-tiny-lite0.safetensors"
     shutil.copy(focal_weights["tiny-lite0"], weights)
     card = json.loads(focal_weights["tiny-lite0"].with_suffix(".json").read_text())
-    setup = {"cluster": "hdbscan", "fused": False, "min_separation": 3.0}
+    setup = {"cluster": "hdbscan", "fused": False, "min_separation": MIN_SEPARATION}
     card["calibration"] = {"coef": {"bias": 2.0}, "setup": setup}
     weights.with_suffix(".json").write_text(json.dumps(card))
     image = image_from_array(natural_image(64, 96, seed=5), jpeg_quality=90)
@@ -360,3 +361,5 @@ def test_focal_applies_a_calibration_only_to_its_own_setup(focal_weights, tmp_pa
     assert same.score == pytest.approx(1 / (1 + np.exp(-2.0)), abs=1e-6)
     other = FocalBackend(weights=weights, fusion=False, cluster="kmeans").localize(image)
     assert other.facts["score_kind"].startswith("raw")
+    moved = FocalBackend(weights=weights, fusion=False, min_separation=3.0).localize(image)
+    assert moved.facts["score_kind"].startswith("raw")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from forgectl.analysis.clustering import MIN_SEPARATION
 from forgectl.analysis.network_inputs import normalize_rgb
 from forgectl.backends.base import MethodSpec, Result
 from forgectl.backends.learned import ExportGraph, LearnedBackend, tiling_options
@@ -67,8 +68,9 @@ class FocalBackend(LearnedBackend):
         Option("fusion", True, f"fuse with the second extractor ({SECOND_WEIGHTS}) when it "
                "is shipped"),
         Option("second_weights", "", f"second extractor's weights (default {SECOND_WEIGHTS})"),
-        Option("min_separation", 3.0, "separation from the pristine cluster a cluster needs "
-               "to count as forged (HDBSCAN; 0 = the paper's plain rule)", minimum=0.0),
+        Option("min_separation", MIN_SEPARATION, "separation from the pristine cluster a "
+               "cluster needs to count as forged (HDBSCAN; 0 = the paper's plain rule)",
+               minimum=0.0),
         *tiling_options(tile=512, overlap=64),
     )
 
