@@ -145,21 +145,8 @@ def session(path: Path | str, threads: int = 2) -> Any:
 
 
 def excluded_nodes(model: Any) -> list[str]:
-    """Nodes kept in float (see ``SETTINGS["kept_float"]``)."""
-    producer = {o: n.op_type for n in model.graph.node for o in n.output}
-    heads = {"/coarse_rgb/coarse_rgb.1/Conv", "/coarse_fused/coarse_fused.1/Conv",
-             "/decoder/coarse_head/coarse_head.1/Conv"}
-    out = []
-    for n in model.graph.node:
-        name = n.name
-        if (name.startswith(("/stages.0/", "/gate/", "/decoder/classifier")) or name in heads
-                or n.op_type == "Sigmoid"
-                or (n.op_type == "Conv" and name.startswith("/decoder/filters.")
-                    and "pointwise" not in name)
-                or (n.op_type in ("Add", "Mul")
-                    and not all(producer.get(i) in ("Conv", "Add") for i in n.input))):
-            out.append(name)
-    return out
+    """Nodes kept in float: the shipped recipe's (``OmniBackend.int8_float_nodes``)."""
+    return backend().int8_float_nodes(model)
 
 
 def stamp_card(quantized: Path, source: Path, note: dict[str, Any]) -> None:
@@ -181,24 +168,11 @@ def stamp_card(quantized: Path, source: Path, note: dict[str, Any]) -> None:
     onnx.save(model, str(quantized))
 
 
-class CorpusTiles:
-    """Calibration reader over corpus tiles (``CalibStridedMinMax`` needs len/set_range)."""
+def CorpusTiles(feeds: list[dict[str, np.ndarray]]) -> Any:  # noqa: N802 (a reader class)
+    """Calibration reader over corpus tiles: the one ``forgectl export --int8`` uses."""
+    from forgectl.export import CalibrationFeeds
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self.feeds = feeds
-        self.it = iter(feeds)
-
-    def __len__(self) -> int:
-        return len(self.feeds)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self.it = iter(self.feeds[start_index:end_index])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.it, None)
-
-    def rewind(self) -> None:
-        self.it = iter(self.feeds)
+    return CalibrationFeeds(feeds)
 
 
 def quantize(args: argparse.Namespace) -> dict[str, Any]:

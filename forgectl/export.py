@@ -560,7 +560,7 @@ CALIBRATION_PER_IMAGE = 2
 CALIBRATION_IMAGES = 48
 
 
-class _CalibrationFeeds:
+class CalibrationFeeds:
     """The calibration reader onnxruntime asks for (``CalibStridedMinMax`` needs len and
     set_range)."""
 
@@ -640,7 +640,7 @@ def quantize_int8(backend: LearnedBackend, calibration: Sequence[Path], out: Pat
         # onnxruntime prints its calibration progress on stdout, which is the user's.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
-                str(pre), str(quantized), _CalibrationFeeds(feeds),
+                str(pre), str(quantized), CalibrationFeeds(feeds),
                 quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "MatMul", "Add"],
                 per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, nodes_to_exclude=kept,
