@@ -64,30 +64,16 @@ from typing import Any
 
 import numpy as np
 
+from forgectl.backends.omni import OmniBackend
+from forgectl.export import INT8_SETTINGS
+
 REPO = Path(__file__).resolve().parent.parent
 FP32 = REPO / "weights" / "omni-tiny.onnx"
 CORPUS = Path("/work/shared/corpus")
 
-#: The quantization settings the study kept (issue #20); ``quantize`` records them in the card.
-SETTINGS: dict[str, Any] = {
-    "tool": "onnxruntime.quantization.quantize_static",
-    "format": "QDQ",
-    "per_channel": True,
-    "reduce_range": False,
-    "weights": "QInt8, symmetric (per output channel)",
-    "activations": "QUInt8, asymmetric (per tensor)",
-    "calibration": "Percentile 99.999, asymmetric ranges, batches of 8 tiles",
-    "op_types": ["Conv", "MatMul", "Add (residual only: both inputs from Conv/Add)"],
-    "kept_float": [
-        "stem and stage 0 of the RGB encoder (/stages.0: quantized, casia1-dev F1 -0.02)",
-        "modal gate (/gate/*), every Sigmoid",
-        "mask heads: /decoder/classifier, final 1x1 of coarse_rgb, coarse_fused, coarse_head",
-        "the decoder's per-image dynamic depth-wise kernels (/decoder/filters.N/Conv)",
-        "Add/Mul that are not residual (index and padding arithmetic, attention scaling)",
-    ],
-    "preprocess": "quant_pre_process(skip_symbolic_shape=True): onnx shape inference + "
-    "optimizer (symbolic inference fails on this graph)",
-}
+#: The quantization settings the study kept (issue #20), as ``forgectl export --int8`` ships
+#: them; ``quantize`` records them in the card.
+SETTINGS: dict[str, Any] = {**INT8_SETTINGS, "kept_float": list(OmniBackend.INT8_KEPT_FLOAT)}
 
 
 # ---------------------------------------------------------------------------------- inputs
