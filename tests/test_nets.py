@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from forgectl.analysis.network_inputs import flip_blocks
 from forgectl.nets import encoders
 from forgectl.nets.attention import AnomalyEnhancement, ChannelSpatialAttention, QueryAttention
 from forgectl.nets.decoders import DynamicWeightDecoder, DynamicWeightFilter
 from forgectl.nets.detection import create_box_head
-from forgectl.nets.frequency import FrequencyHead, coefficient_indices, flip_blocks
+from forgectl.nets.frequency import FrequencyHead, coefficient_indices
 from forgectl.tiling import (
     BlendAccumulator,
     blend_window,

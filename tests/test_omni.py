@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from forgectl.analysis.network_inputs import flip_blocks
 from forgectl.backends.omni import OmniBackend
 from forgectl.errors import UsageError, WeightsError
-from forgectl.intake import image_from_array, image_from_bytes
-from forgectl.nets.frequency import coefficient_indices, flip_blocks
+from forgectl.intake import encode_jpeg, image_from_array, image_from_bytes
+from forgectl.nets.frequency import coefficient_indices
 from forgectl.nets.omni import OMNI_CONFIGS, OmniIML, gate_labels, mask_iou, omni_config
 from forgectl.recipes.omni import _crop_boxes
 from forgectl.recipes.omni import recipe as training_recipe
@@ -306,3 +307,22 @@ def test_backend_loads_weights_without_the_training_only_box_branch(tmp_path):
     res = OmniBackend(weights=path).localize(image_from_array(natural_image(64, 64),
                                                               jpeg_quality=90))
     assert res.heatmap.shape == (64, 64)
+
+
+def test_flip_averages_the_mirrored_pass_over_whole_blocks(weights_path):
+    plain = OmniBackend(weights=weights_path, runtime="torch")
+    flipped = OmniBackend(weights=weights_path, runtime="torch", flip=True)
+    rgb = natural_image(72, 100, seed=4)  # 100 = 12 whole blocks + 4 columns
+    image = image_from_array(rgb)  # pixels only: no coefficient plane to mirror
+    base = plain.analyze(image).heatmap
+    mirrored = plain.analyze(image_from_array(np.ascontiguousarray(rgb[:, :96][:, ::-1])))
+    got = flipped.analyze(image)
+    assert got.facts["flip"] is True and got.heatmap.shape == base.shape
+    expected = (base[:, :96] + mirrored.heatmap[:, ::-1]) / 2
+    np.testing.assert_allclose(got.heatmap[:, :96], expected, atol=1e-6)
+    np.testing.assert_array_equal(got.heatmap[:, 96:], base[:, 96:])  # partial block: one pass
+    # A JPEG: the mirrored pass reads the mirrored coefficient plane, on the same grid.
+    jpeg = image_from_bytes(encode_jpeg(rgb, 85), name="x.jpg")
+    heat = flipped.analyze(jpeg).heatmap
+    assert heat.shape == (72, 100) and np.isfinite(heat).all()
+    assert not np.array_equal(heat, plain.analyze(jpeg).heatmap)

@@ -372,3 +372,30 @@ def test_corpus_samples_of_every_kind(corpus_dir):
         assert s.kind == kind and s.mask.shape == s.image.rgb.shape[:2]
         assert (s.mask.sum() > 0) == (kind != "authentic")
         assert all(not Path(name).is_absolute() for name in s.source)
+
+
+def test_reshared_files_are_recropped_off_grid_and_keep_mask_and_clean_image_aligned(sources):
+    base = dict(final_jpeg_prob=1.0, disturb_prob=1.0, prior_jpeg_prob=0.0)
+    plain = engine_for(sources, seed=5, history=HistoryConfig(**base))
+    shared = engine_for(sources, seed=5, history=HistoryConfig(**base, reshare_prob=1.0))
+    for i in range(6):
+        a, b = plain.sample(i), shared.sample(i)
+        ops = [s["op"] for s in b.history]
+        crop = ops.index("offset_crop")
+        assert ops[crop - 1] == "jpeg" and ops[-1] in ("jpeg", "png")  # after the first save
+        assert b.history[:crop] == a.history  # the same sample up to the save
+        step = b.history[crop]
+        assert 1 <= step["dy"] <= 7 and 1 <= step["dx"] <= 7
+        assert b.mask.shape == b.image.rgb.shape[:2] == b.clean_rgb.shape[:2]
+        assert (b.file_ext == ".jpg") == (b.history[-1]["op"] == "jpeg")
+        if "resize" not in ops[crop:]:  # a pure crop: the mask moved with the pixels
+            dy, dx = step["dy"], step["dx"]
+            assert np.array_equal(b.mask, a.mask[dy:, dx:])
+    # reshare_prob 0 (the default) draws nothing: samples stay byte-identical to before.
+    again = engine_for(sources, seed=5, history=HistoryConfig(**base, reshare_prob=0.0))
+    assert again.sample(0).file_bytes == plain.sample(0).file_bytes
+
+
+def test_unknown_history_keys_are_usage_errors():
+    with pytest.raises(UsageError, match="history key"):
+        SynthConfig.from_dict({"history": {"reshare_porb": 0.2}})

@@ -415,3 +415,63 @@ def test_dev_set_is_evaluated_with_the_backend_and_never_picks_weights(
     assert not list((tmp_path / "run").glob(".dev-*"))  # temporary weights cleaned up
     with pytest.raises(UsageError, match="never used to choose"):
         RunOptions(run_dir=tmp_path, best_metric="dev_f1")
+
+
+def test_warm_start_records_its_source_and_starts_from_its_weights(tmp_path: Path) -> None:
+    first = make_trainer(tmp_path / "a", steps=30, out_dir=tmp_path / "a", ckpt_every=0).run()
+    init = tmp_path / "a" / "toy-tiny.safetensors"
+    fresh_loss = log_records(tmp_path / "a", "step")[0]["loss"]
+    card = make_trainer(tmp_path / "b", steps=3, out_dir=tmp_path / "b", ckpt_every=0,
+                        init=init).run()
+    warm_loss = log_records(tmp_path / "b", "step")[0]["loss"]
+    assert warm_loss < 0.7 * fresh_loss  # it starts where the first run ended, not from scratch
+    got = card["training"]["init"]
+    assert got["sha256"] == sha256_file(init) and got["steps"] == 30
+    assert got["cpu_hours_total"] == first["training"]["cpu_hours_total"]
+    assert card["training"]["cpu_hours_total"] > first["training"]["cpu_hours_total"]
+    assert [(leg["how"], leg["from_step"], leg["to_step"]) for leg in card["training"]["legs"]] \
+        == [("start", 0, 3)]
+
+
+def test_warm_start_refuses_weights_of_another_method(tmp_path: Path) -> None:
+    make_trainer(tmp_path / "a", steps=2, out_dir=tmp_path / "a", ckpt_every=0).run()
+    card = json.loads((tmp_path / "a" / "toy-tiny.json").read_text())
+    (tmp_path / "a" / "toy-tiny.json").write_text(json.dumps({**card, "method": "omni"}))
+    with pytest.raises(UsageError, match="holds 'omni' weights"):
+        make_trainer(tmp_path / "b", steps=2, init=tmp_path / "a" / "toy-tiny.safetensors").run()
+
+
+def test_resume_with_init_starts_once_and_then_continues_in_legs(tmp_path: Path) -> None:
+    make_trainer(tmp_path / "a", steps=4, out_dir=tmp_path / "a", ckpt_every=0).run()
+    init = tmp_path / "a" / "toy-tiny.safetensors"
+
+    def crash(step: int, _record: dict[str, Any]) -> None:
+        if step == 5:
+            raise RuntimeError("session ended")
+
+    run = tmp_path / "long"
+    with pytest.raises(RuntimeError, match="session ended"):  # no checkpoint yet: warm start
+        make_trainer(run, steps=8, resume=True, init=init, on_step=crash).run()
+    card = make_trainer(run, steps=8, resume=True, init=init, out_dir=run).run()
+    assert len(log_records(run, "start")) == 1 and log_records(run, "resume")[0]["step"] == 4
+    assert card["training"]["init"]["sha256"] == sha256_file(init)
+    assert [(leg["how"], leg["from_step"], leg["to_step"]) for leg in card["training"]["legs"]] \
+        == [("start", 0, 4), ("resume", 4, 8)]
+
+
+def test_dotted_config_overrides() -> None:
+    from forgectl.commands.train import _parse_settings
+    from forgectl.training.trainer import run_config
+
+    settings = _parse_settings(["lr=0.5", 'synth.kinds={"splice": 1}',
+                                "synth.history.reshare_prob=0.25", "note=plain text"])
+    assert settings["synth.kinds"] == {"splice": 1} and settings["note"] == "plain text"
+    settings.pop("note")
+    config = run_config(ToyRecipe(), "tiny", settings)
+    assert config["lr"] == 0.5
+    assert config["synth"] == {"kinds": {"splice": 1}, "history": {"reshare_prob": 0.25}}
+    assert ToyRecipe.configs["tiny"]["lr"] == 1e-2  # the recipe's own config is untouched
+    with pytest.raises(UsageError, match="unknown config key 'lrr'"):
+        run_config(ToyRecipe(), "tiny", {"lrr": 1})
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        _parse_settings(["lr"])

@@ -45,3 +45,17 @@ def dct_planes(image: ForensicImage, clip: int) -> tuple[np.ndarray, np.ndarray,
     return idx, image.jpeg.y_quant.astype(np.int64), True
 
 
+def flip_blocks(plane: np.ndarray, axis: int) -> np.ndarray:
+    """Mirror a coefficient plane's *block order* along ``axis`` (0 rows, 1 columns).
+
+    Mirroring pixels inside an 8x8 block multiplies DCT coefficient (u, v) by ``(-1)^v``
+    (horizontal) or ``(-1)^u`` (vertical): the coefficient stays at the same position, so the
+    blocks move and their layout does not. With magnitudes, this is exactly the plane of the
+    flipped image. ``plane`` must be (8 * bh, 8 * bw).
+    """
+    h, w = plane.shape
+    if h % 8 or w % 8:
+        raise ValueError(f"coefficient plane must be a multiple of 8, got {plane.shape}")
+    blocks = plane.reshape(h // 8, 8, w // 8, 8)
+    flipped = blocks[::-1] if axis == 0 else blocks[:, :, ::-1]
+    return np.ascontiguousarray(flipped).reshape(h, w)

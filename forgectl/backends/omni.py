@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from forgectl.analysis.network_inputs import dct_planes, normalize_rgb
+from forgectl.analysis.network_inputs import dct_planes, flip_blocks, normalize_rgb
 from forgectl.backends.base import MethodSpec, Result
 from forgectl.backends.learned import ExportGraph, LearnedBackend, TileRunner, tiling_options
 from forgectl.backends.options import Option
@@ -127,6 +127,8 @@ class OmniBackend(LearnedBackend):
         *tiling_options(tile=640, overlap=32),
         Option("gate_tiles", 8, "tiles of a large image the modal gate looks at", minimum=1,
                maximum=1024),
+        Option("flip", False, "test-time augmentation: also analyze the mirrored image and "
+               "average the heatmaps (about twice the time; docs/methods/omni.md)"),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -134,6 +136,7 @@ class OmniBackend(LearnedBackend):
         self.tile = self.options["tile"]
         self.overlap = self.options["overlap"]
         self.gate_tiles = self.options["gate_tiles"]
+        self.flip = bool(self.options["flip"])
 
     def build_network(self, config: dict[str, Any]) -> OmniIML:
         from forgectl.nets.omni import OmniIML
@@ -257,17 +260,18 @@ class OmniBackend(LearnedBackend):
                 pending.append(tiles[i])
         return gate_p, use_rgb, pending
 
-    def analyze(self, image: ForensicImage) -> Result:
+    def _heatmap(self, rgb: np.ndarray, idx: np.ndarray, qtable: np.ndarray, has_jpeg: bool
+                 ) -> tuple[np.ndarray, float | None, bool, Any]:
+        """One pass over an image: ``rgb (H, W, 3)`` uint8 and its coefficient plane
+        ``idx (H, W)`` on the same grid -> ``(heatmap (H, W), gate probability, use_rgb,
+        plan)``."""
         from forgectl.tiling import BlendAccumulator, pad_to
 
         run = self.tile_runner()
-        clip = int(self.model_config()["frequency"].get("clip", 20))
-        idx, qtable, has_jpeg = dct_planes(image, clip)
-        plan = self.plan(image.height, image.width)
+        plan = self.plan(rgb.shape[0], rgb.shape[1])
         # Pad, never resize: the DCT grid must stay where the encoder put it.
-        rgb = pad_to(image.rgb, plan.padded_height, plan.padded_width)
+        rgb = pad_to(rgb, plan.padded_height, plan.padded_width)
         idx = pad_to(idx, plan.padded_height, plan.padded_width)
-
         acc = BlendAccumulator(plan)
         gate_p: float | None = None
         use_rgb = True  # images without JPEG data: RGB route, frequency stream skipped
@@ -278,7 +282,35 @@ class OmniBackend(LearnedBackend):
         for tile in pending:
             out = run(self._tile_feeds(rgb, idx, qtable, tile, route))
             acc.add(tile, np.asarray(out["mask"][0, 0], np.float32))
-        heat = acc.result()
+        return acc.result(), gate_p, use_rgb, plan
+
+    def _mirrored_heatmap(self, rgb: np.ndarray, idx: np.ndarray, qtable: np.ndarray,
+                          has_jpeg: bool) -> tuple[np.ndarray, int] | None:
+        """The heatmap of the left-right mirrored image, mirrored back, over the first
+        ``w8`` columns (the whole 8x8 blocks: mirroring whole blocks keeps the JPEG grid, and
+        :func:`flip_blocks` gives the mirrored image's coefficient plane exactly). Returns
+        ``(heatmap (H, w8), w8)``, or None when the image is narrower than one block."""
+        w8 = rgb.shape[1] // 8 * 8
+        h8 = -(-rgb.shape[0] // 8) * 8
+        if w8 == 0:
+            return None
+        plane = np.zeros((h8, w8), idx.dtype)
+        plane[: idx.shape[0]] = idx[:, :w8]
+        mirrored_idx = flip_blocks(plane, axis=1)[: rgb.shape[0]]
+        heat, _, _, _ = self._heatmap(np.ascontiguousarray(rgb[:, :w8][:, ::-1]),
+                                      mirrored_idx, qtable, has_jpeg)
+        return np.ascontiguousarray(heat[:, ::-1]), w8
+
+    def analyze(self, image: ForensicImage) -> Result:
+        clip = int(self.model_config()["frequency"].get("clip", 20))
+        idx, qtable, has_jpeg = dct_planes(image, clip)
+        heat, gate_p, use_rgb, plan = self._heatmap(image.rgb, idx, qtable, has_jpeg)
+        if self.flip:
+            mirrored = self._mirrored_heatmap(image.rgb, idx, qtable, has_jpeg)
+            if mirrored is not None:
+                other, w8 = mirrored
+                heat[:, :w8] += other
+                heat[:, :w8] *= 0.5
 
         facts: dict[str, Any] = {
             "modality": "rgb" if use_rgb else "fused",
@@ -289,6 +321,7 @@ class OmniBackend(LearnedBackend):
             "gate_tiles": min(len(plan.tiles), self.gate_tiles) if has_jpeg else 0,
             "tile_size": None if plan.single else self.tile,
             "encoder": self.model_config().get("encoder"),
+            "flip": self.flip,
         }
         note = "" if has_jpeg else (
             f"{image.format} input has no DCT coefficients: RGB stream only (gate forced to RGB)"

@@ -126,6 +126,25 @@ def train(
     force: Annotated[
         bool, typer.Option("--force", help="Let --ship replace an existing shipped file.")
     ] = False,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Warm start: a weights file (with its card) of the same method and network, "
+            "or 'shipped' for the shipped one. With --resume: only when the run folder holds "
+            "no checkpoint yet.",
+            show_default=False,
+        ),
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Config value KEY=JSON (repeatable; dotted keys reach into the synthetic "
+            "data, e.g. synth.kinds='{\"splice\": 1}' or synth.history.final_jpeg_prob=0.5).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train METHOD on synthetic forgeries into a run folder; --ship to weights/."""
     from forgectl import registry
@@ -169,8 +188,10 @@ def train(
         best_metric=best_metric,
         ship=pick,
         progress=True,
+        init=_init_path(method, config, init),
     )
-    overrides = {"steps": steps, "batch_size": batch_size, "lr": lr}
+    overrides = {**_parse_settings(settings or []),
+                 "steps": steps, "batch_size": batch_size, "lr": lr}
     kind_list = [k for k in kinds.split(",") if k.strip()] if kinds else None
     card = run_training(recipe, config, images, options, overrides, kind_list, evaluator)
     best = card["metrics"]["best"]
@@ -211,6 +232,37 @@ def _fit_fusion(recipe: object, config: str, images: list[Path], dev: Path | Non
     if ship:
         parts.append(f"shipped to {_ship(weights, force)}")
     print("; ".join(parts), file=sys.stdout)
+
+
+def _init_path(method: str, config: str, init: str | None) -> Path | None:
+    """``--init``: a path, or ``shipped`` for ``weights/<method>-<config>.safetensors``."""
+    from forgectl.errors import InputError
+    from forgectl.weights import weights_dir
+
+    if init is None:
+        return None
+    path = weights_dir() / f"{method}-{config}.safetensors" if init == "shipped" else Path(init)
+    if not path.is_file():
+        raise InputError(f"--init: not a file: {path}")
+    return path
+
+
+def _parse_settings(settings: list[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` pairs; VALUE is JSON, or a plain string when it does not parse."""
+    import json
+
+    from forgectl.errors import UsageError
+
+    out: dict[str, object] = {}
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects KEY=VALUE, not {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out
 
 
 def _run_dir(method: str, config: str, out: Path | None, resume: bool) -> Path:

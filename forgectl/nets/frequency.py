@@ -36,22 +36,6 @@ def coefficient_indices(coefficients: np.ndarray, clip: int = DCT_CLIP) -> np.nd
     return np.minimum(np.abs(np.asarray(coefficients, np.int64)), clip).astype(np.uint8)
 
 
-def flip_blocks(plane: np.ndarray, axis: int) -> np.ndarray:
-    """Mirror a coefficient plane's *block order* along ``axis`` (0 rows, 1 columns).
-
-    Mirroring pixels inside an 8x8 block multiplies DCT coefficient (u, v) by ``(-1)^v``
-    (horizontal) or ``(-1)^u`` (vertical): the coefficient stays at the same position, so the
-    blocks move and their layout does not. With magnitudes, this is exactly the plane of the
-    flipped image. ``plane`` must be (8 * bh, 8 * bw).
-    """
-    h, w = plane.shape
-    if h % 8 or w % 8:
-        raise ValueError(f"coefficient plane must be a multiple of 8, got {plane.shape}")
-    blocks = plane.reshape(h // 8, 8, w // 8, 8)
-    flipped = blocks[::-1] if axis == 0 else blocks[:, :, ::-1]
-    return np.ascontiguousarray(flipped).reshape(h, w)
-
-
 def onehot_conv_by_lookup(idx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                           dilation: int) -> torch.Tensor:
     """``conv2d(one_hot(idx), weight, bias, padding=dilation, dilation=dilation)`` by lookups.

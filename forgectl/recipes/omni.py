@@ -72,8 +72,8 @@ class OmniRecipe(Recipe):
                 ) -> dict[str, Any]:
         import torch
 
+        from forgectl.analysis.network_inputs import flip_blocks
         from forgectl.nets.encoders import encoder_entry
-        from forgectl.nets.frequency import flip_blocks
         from forgectl.tiling import focused_crop_origin, pad_to
 
         crop = int(config["crop"])

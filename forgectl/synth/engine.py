@@ -321,6 +321,9 @@ class SynthConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         if isinstance(values.get("history"), dict):
             h = {k: tuple(v) if isinstance(v, list) else v for k, v in values["history"].items()}
+            unknown = sorted(set(h) - {f.name for f in fields(HistoryConfig)})
+            if unknown:
+                raise UsageError(f"unknown synth history key(s): {', '.join(unknown)}")
             values["history"] = HistoryConfig(**h)
         return cls(**values)
 
@@ -964,14 +967,22 @@ class SynthesisEngine:
             steps.append(disturb)
 
         save = histories.plan_save(rng, hcfg, last_quality)
+        saved_mask = mask
         data, ext, mask = histories.encode_final(rgb, mask, save)
         steps.append(save)
+        reshare = histories.plan_reshare(rng, hcfg, cfg.min_side / min(mask.shape))
+        if reshare is not None:
+            data, ext, mask = _reshare(data, mask, reshare)
+            steps.extend(reshare)
         image = image_from_bytes(data, name=f"synth-{self.seed}-{sample_seed:016x}{ext}")
         clean_rgb = None
-        if clean is not None and save["op"] == "png":  # lossless: the pixels themselves
+        if clean is not None and reshare is None and save["op"] == "png":  # lossless
             clean_rgb = np.ascontiguousarray(clean)
-        elif clean is not None:  # the undisturbed image through the same save, for pairing
-            clean_rgb = histories.decode_rgb(histories.encode_final(clean, mask, save)[0])
+        elif clean is not None:  # the undisturbed image through the same saves, for pairing
+            clean_data, _, clean_mask = histories.encode_final(clean, saved_mask, save)
+            if reshare is not None:
+                clean_data = _reshare(clean_data, clean_mask, reshare)[0]
+            clean_rgb = histories.decode_rgb(clean_data)
         mask_u8 = mask.astype(np.uint8)
         return SynthSample(
             image=image,
@@ -986,6 +997,12 @@ class SynthesisEngine:
             source=sources,
             seed=sample_seed,
         )
+
+
+def _reshare(data: bytes, mask: np.ndarray, steps: list[Step]) -> tuple[bytes, str, np.ndarray]:
+    """A saved file shared again: decode, run ``steps[:-1]``, save with ``steps[-1]``."""
+    rgb, mask = histories.apply_steps(histories.decode_rgb(data), mask, steps[:-1])
+    return histories.encode_final(rgb, mask, steps[-1])
 
 
 # --------------------------------------------------------------------------- writing
@@ -1013,6 +1030,8 @@ def _notes(sample: SynthSample) -> str:
             parts.append(f"contrast x{step['beta']}")
         elif op in ("png", "crop"):
             parts.append(op)
+        elif op == "offset_crop":
+            parts.append(f"reshare crop +{step['dy']},{step['dx']}")
     return "; ".join(parts)
 
 

@@ -63,6 +63,12 @@ class HistoryConfig:
         alpha_range: |alpha| range; the sign is random (paper grid: +0.5 and -0.5).
         beta_low, beta_high: contrast ranges below and above 1 (paper grid: 0.7 and 2.0),
             drawn with equal probability.
+        reshare_prob: the saved file is shared again, as photos are after they are forged:
+            decoded, cropped off the 8x8 grid (1-7 pixels each way), maybe downscaled
+            (``reshare_scale``, probability ``reshare_resize_prob``) and saved once more as
+            JPEG (``reshare_quality``, probability ``reshare_jpeg_prob``) or PNG (a
+            screenshot). The forgery's JPEG traces are then misaligned or gone, so the
+            DCT stream misleads and Omni's gate must learn to route to RGB.
     """
 
     prior_jpeg_prob: float = 0.5
@@ -87,9 +93,14 @@ class HistoryConfig:
     alpha_range: tuple[float, float] = (0.1, 0.6)
     beta_low: tuple[float, float] = (0.5, 0.9)
     beta_high: tuple[float, float] = (1.25, 2.2)
+    reshare_prob: float = 0.0
+    reshare_resize_prob: float = 0.5
+    reshare_scale: tuple[float, float] = (0.5, 0.9)
+    reshare_jpeg_prob: float = 0.75
+    reshare_quality: tuple[int, int] = (70, 95)
 
     def __post_init__(self) -> None:
-        for name in ("prior_quality", "final_quality"):
+        for name in ("prior_quality", "final_quality", "reshare_quality"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi <= 100:
                 raise UsageError(f"{name} must satisfy 1 <= low <= high <= 100")
@@ -170,8 +181,14 @@ def _op_blur(rgb: np.ndarray, mask: np.ndarray, sigma: float) -> tuple[np.ndarra
     return blurred, mask
 
 
+def _op_offset_crop(rgb: np.ndarray, mask: np.ndarray, dy: int, dx: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    return _shift(rgb, mask, (dy, dx))
+
+
 OPS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "jpeg": _op_jpeg,
+    "offset_crop": _op_offset_crop,
     "resize": resample,
     "blur": _op_blur,
     "noise": lambda rgb, mask, sigma, seed: (gaussian_noise(rgb, sigma, seed), mask),
@@ -326,3 +343,29 @@ def plan_save(rng: np.random.Generator, cfg: HistoryConfig, last_quality: int | 
         "subsampling": _pick(rng, cfg.subsampling),
         "grid_shift": shift,
     }
+
+
+def plan_reshare(rng: np.random.Generator, cfg: HistoryConfig, min_scale: float = 0.0
+                 ) -> list[Step] | None:
+    """Steps after the save when the file is shared again (``reshare_prob``), ending in its
+    new save step; None when it is not. The caller decodes the saved file first.
+
+    Args:
+        min_scale: smallest resampling scale allowed (keeps small images usable).
+    """
+    if cfg.reshare_prob <= 0 or rng.random() >= cfg.reshare_prob:
+        return None
+    steps: list[Step] = [{"op": "offset_crop", "dy": int(rng.integers(1, 8)),
+                          "dx": int(rng.integers(1, 8)), "stage": "reshare"}]
+    if rng.random() < cfg.reshare_resize_prob:
+        scale = max(_uniform(rng, cfg.reshare_scale), round(min_scale + 0.0005, 3))
+        if scale < 0.97:
+            steps.append({"op": "resize", "scale": scale,
+                          "interpolation": str(rng.choice(["area", "linear", "cubic"])),
+                          "stage": "reshare"})
+    if rng.random() < cfg.reshare_jpeg_prob:
+        steps.append({"op": "jpeg", "quality": _quality(rng, cfg.reshare_quality),
+                      "subsampling": _pick(rng, cfg.subsampling), "grid_shift": [0, 0]})
+    else:
+        steps.append({"op": "png"})
+    return steps

@@ -97,8 +97,29 @@ def run_config(
     config = copy.deepcopy(recipe.configs[config_name])
     for key, value in (overrides or {}).items():
         if value is not None:
-            config[key] = value
+            set_config_value(config, key, value)
     return config
+
+
+def set_config_value(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted ``key`` (``lr``, ``synth.kinds``, ``synth.history.final_jpeg_prob``) in
+    ``config``. A top-level key must exist in the config (a typo is an error, not a silent
+    no-op); ``synth`` may be added (the engine's :class:`SynthConfig` checks its own keys).
+
+    Raises:
+        UsageError: an unknown top-level key, or a path through a non-mapping.
+    """
+    parts = key.split(".")
+    if parts[0] not in config and parts[0] != "synth":
+        known = ", ".join(sorted([*config, "synth"]))
+        raise UsageError(f"unknown config key {parts[0]!r} (known: {known})")
+    node = config
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"config key {key!r}: {part!r} is not a mapping")
+        node = child
+    node[parts[-1]] = value
 
 
 # --------------------------------------------------------------------------- schedule
@@ -174,6 +195,9 @@ class RunOptions:
         dtype: of the shipped weights (``float32`` or ``float16``; checkpoints stay float32).
         best_metric: one of :data:`BEST_METRICS`. ship: ``best`` or ``last`` weights.
         progress: show a progress bar (stderr). keep_checkpoints: tensor files kept.
+        init: weights file (with its model card) the model starts from instead of its fresh
+            initialization (warm start). With ``resume``, used only when the run folder holds
+            no checkpoint yet, so one command starts a run and continues it in later sessions.
     """
 
     run_dir: Path
@@ -192,9 +216,12 @@ class RunOptions:
     ship: str = "best"
     progress: bool = True
     keep_checkpoints: int = 1
+    init: Path | None = None
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
+        if self.init is not None:
+            self.init = Path(self.init)
         if self.dtype not in ("float32", "float16"):
             raise UsageError(f"dtype must be float32 or float16, not {self.dtype!r}")
         if self.best_metric not in BEST_METRICS:
@@ -412,6 +439,12 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.last_val: dict[str, Any] | None = None
+        #: The warm start's file, digest and training history (None: fresh initialization).
+        self.init: dict[str, Any] | None = None
+        #: One entry per process that trained this run (start or resume): the history a
+        #: model card needs when a run spans sessions or machines.
+        self.legs: list[dict[str, Any]] = []
+        self._leg_wall0 = 0.0
 
     # ----------------------------------------------------------------- set-up
 
@@ -439,7 +472,10 @@ class Trainer:
     def _start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._build()
-        if not self.opt.resume:
+        fresh = not self.opt.resume or (
+            self.opt.init is not None and not self.state_path.exists()
+        )
+        if fresh:
             if self.state_path.exists():
                 raise UsageError(
                     f"{self.run_dir} already holds a checkpoint: add --resume to "
@@ -448,14 +484,18 @@ class Trainer:
             # The training stream (dropout, random draws in losses) starts from the seed,
             # whatever the model's initialization consumed.
             torch.manual_seed(self.opt.seed)
+            if self.opt.init is not None:
+                self.init = self._warm_start(self.opt.init)
             self._log(
                 {
                     "event": "start",
                     **self._identity(),
                     "options": self._options_dict(),
                     "data": self.data.info,
+                    "init": self.init,
                 }
             )
+            self._open_leg("start")
             return
         if not self.state_path.exists():
             raise UsageError(f"nothing to resume: {self.state_path} does not exist")
@@ -482,7 +522,68 @@ class Trainer:
         self.history = state.get("history", [])
         self.best = state.get("best")
         self.last_val = self.history[-1] if self.history else None
+        self.init = state.get("init")
+        self.legs = list(state.get("legs", []))
         self._log({"event": "resume", "step": self.step, "checkpoint": state["checkpoint"]})
+        self._open_leg("resume")
+
+    def _open_leg(self, how: str) -> None:
+        self.legs.append({
+            "how": how,
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "from_step": self.step,
+            "to_step": self.step,
+            "wall_s": 0.0,
+            "threads": self.opt.threads,
+            "host": platform.node(),
+        })
+        self._leg_wall0 = self.wall_s
+
+    def _close_leg(self) -> None:
+        if self.legs:
+            self.legs[-1]["to_step"] = self.step
+            self.legs[-1]["wall_s"] = round(self.wall_s - self._leg_wall0, 1)
+
+    def _warm_start(self, path: Path) -> dict[str, Any]:
+        """Load ``path`` (safetensors + model card of the same method and network) into the
+        fresh model; return what the card records about it."""
+        from forgectl.weights import check_digest, read_card
+
+        if not path.is_file():
+            raise UsageError(f"--init: not a file: {path}")
+        card = read_card(path)
+        if card is None:
+            raise WeightsError(f"--init: {path.name} has no model card {path.with_suffix('.json')}")
+        check_digest(path, card)
+        if card.get("method") != self.method:
+            raise UsageError(f"--init: {path.name} holds {card.get('method')!r} weights, "
+                             f"not {self.method!r}")
+        theirs = (card.get("config") or {}).get("model")
+        mine = self.config.get("model")
+        if mine is not None and theirs is not None and to_json(theirs) != to_json(mine):
+            raise UsageError(f"--init: {path.name} was trained with another network config "
+                             f"than {self.method} {self.config_name}")
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in load_tensors(path).items()}
+        own = self.model.state_dict()
+        bad = sorted(set(own) ^ set(state)) + sorted(
+            k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if bad:
+            raise WeightsError(f"--init: {path.name} does not fit the {self.method} "
+                               f"{self.config_name} network (first: {bad[0]})")
+        self.model.load_state_dict(state, strict=True)
+        training = card.get("training") or {}
+        return {
+            "file": path.name,
+            "sha256": sha256_file(path),
+            "method": card.get("method"),
+            "config_name": card.get("config_name"),
+            "steps": training.get("steps"),
+            "wall_s": training.get("wall_s"),
+            "cpu_hours_total": _cpu_hours_total(training),
+            "legs": training.get("legs"),
+            "init": training.get("init"),
+        }
 
     def _options_dict(self) -> dict[str, Any]:
         return json.loads(to_json(asdict(self.opt)))
@@ -517,6 +618,8 @@ class Trainer:
             "wall_s": round(self.wall_s, 3),
             "history": self.history,
             "best": self.best,
+            "init": self.init,
+            "legs": self._legs_now(),
             "options": self._options_dict(),
             "data": self.data.info,
         }
@@ -725,6 +828,10 @@ class Trainer:
 
     # ----------------------------------------------------------------- shipping
 
+    def _legs_now(self) -> list[dict[str, Any]]:
+        self._close_leg()
+        return copy.deepcopy(self.legs)
+
     def _summary(self) -> dict[str, Any]:
         return {
             "method": self.method,
@@ -811,6 +918,8 @@ class Trainer:
                 "workers": self.opt.workers,
                 "wall_s": round(self.wall_s, 1),
                 "pretrained": self.config.get("pretrained", None),
+                "init": self.init,
+                "legs": self._legs_now(),
             },
             "data": self.data.info,
             "metrics": {
@@ -827,9 +936,28 @@ class Trainer:
             },
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        own = self.wall_s * self.opt.threads / 3600
+        before = (self.init or {}).get("cpu_hours_total") or 0.0
+        card["training"]["cpu_hours"] = round(own, 6)
+        card["training"]["cpu_hours_total"] = round(own + float(before), 6)
         write_json(path.with_suffix(".json"), card)
         self._log({"event": "shipped", "file": str(path), "sha256": card["weights"]["sha256"]})
         return card
+
+
+def _cpu_hours_total(training: dict[str, Any]) -> float | None:
+    """CPU hours behind a card's weights: its own wall time x threads, plus those of the
+    weights it was warm-started from (recursively, as recorded in ``init``). None when the
+    card does not say (cards written before wall time was recorded)."""
+    if training.get("cpu_hours_total") is not None:
+        return float(training["cpu_hours_total"])
+    wall, threads = training.get("wall_s"), training.get("threads")
+    if wall is None:
+        return None
+    own = float(wall) * float(threads or 1) / 3600
+    init = training.get("init") or {}
+    before = init.get("cpu_hours_total") if init else 0.0
+    return round(own + float(before or 0.0), 6)
 
 
 class _progress:
