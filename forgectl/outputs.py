@@ -427,6 +427,12 @@ class ResultsLog:
     def append(self, record: dict[str, Any]) -> None:
         self.write_line(to_json(record))
 
+    def size(self) -> int:
+        """Bytes in the file now (grows by whole lines; tells whether an append landed)."""
+        if self._fd is None:
+            raise ValueError("results log is closed")
+        return os.fstat(self._fd).st_size
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -218,10 +218,12 @@ def localize(
                 task = progress.add_task(f"{method}", total=len(todo))
             # An image whose files are written but whose record is not logged yet: a second
             # signal landing then must not leave files that results.jsonl does not list.
-            unlogged = None
+            # The signal can also land after the record's line was written but before this
+            # loop knows it: the log's size says whether it landed (then the files stay).
+            unlogged, log_size = None, 0
             try:
                 for item, record in _records(runner, todo):
-                    unlogged = item
+                    unlogged, log_size = item, (log.size() if log is not None else 0)
                     _report(pipeline.batch_record(record, item), item, counts, fail_on, log,
                             json_stdout)
                     unlogged = None
@@ -230,7 +232,8 @@ def localize(
             except pipeline.StopBatch as stop:
                 stopped = stop.signum
             except BaseException:
-                if unlogged is not None:
+                landed = log is not None and log.size() > log_size
+                if unlogged is not None and not landed:
                     discard_outputs(unlogged.out_stem)
                 raise
     except OutputError as exc:
