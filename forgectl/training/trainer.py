@@ -547,10 +547,8 @@ class Trainer:
     def _warm_start(self, path: Path) -> dict[str, Any]:
         """Load ``path`` (safetensors + model card of the same method and network) into the
         fresh model; return what the card records about it."""
-        from forgectl.weights import check_digest, read_card
+        from forgectl.weights import check_digest, load_checked_state, read_card
 
-        if not path.is_file():
-            raise UsageError(f"--init: not a file: {path}")
         card = read_card(path)
         if card is None:
             raise WeightsError(f"--init: {path.name} has no model card {path.with_suffix('.json')}")
@@ -563,15 +561,8 @@ class Trainer:
         if mine is not None and theirs is not None and to_json(theirs) != to_json(mine):
             raise UsageError(f"--init: {path.name} was trained with another network config "
                              f"than {self.method} {self.config_name}")
-        state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in load_tensors(path).items()}
-        own = self.model.state_dict()
-        bad = sorted(set(own) ^ set(state)) + sorted(
-            k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if bad:
-            raise WeightsError(f"--init: {path.name} does not fit the {self.method} "
-                               f"{self.config_name} network (first: {bad[0]})")
-        self.model.load_state_dict(state, strict=True)
+        load_checked_state(self.model, path)  # every key and shape, or WeightsError
+        self.model.train()  # load_checked_state leaves inference mode
         training = card.get("training") or {}
         return {
             "file": path.name,
@@ -936,28 +927,31 @@ class Trainer:
             },
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        own = self.wall_s * self.opt.threads / 3600
-        before = (self.init or {}).get("cpu_hours_total") or 0.0
-        card["training"]["cpu_hours"] = round(own, 6)
-        card["training"]["cpu_hours_total"] = round(own + float(before), 6)
+        own, total = _cpu_hours(self.wall_s, self.opt.threads, self.init)
+        card["training"]["cpu_hours"] = own
+        card["training"]["cpu_hours_total"] = total
         write_json(path.with_suffix(".json"), card)
         self._log({"event": "shipped", "file": str(path), "sha256": card["weights"]["sha256"]})
         return card
 
 
+def _cpu_hours(wall_s: float, threads: int | None, init: dict[str, Any] | None
+               ) -> tuple[float, float]:
+    """``(own, total)`` CPU hours: wall time x threads, and that plus the CPU hours behind the
+    warm start (as its record in ``init`` says)."""
+    own = float(wall_s) * float(threads or 1) / 3600
+    before = float((init or {}).get("cpu_hours_total") or 0.0)
+    return round(own, 6), round(own + before, 6)
+
+
 def _cpu_hours_total(training: dict[str, Any]) -> float | None:
-    """CPU hours behind a card's weights: its own wall time x threads, plus those of the
-    weights it was warm-started from (recursively, as recorded in ``init``). None when the
+    """CPU hours behind a card's weights, recursively through its warm starts; None when the
     card does not say (cards written before wall time was recorded)."""
     if training.get("cpu_hours_total") is not None:
         return float(training["cpu_hours_total"])
-    wall, threads = training.get("wall_s"), training.get("threads")
-    if wall is None:
+    if training.get("wall_s") is None:
         return None
-    own = float(wall) * float(threads or 1) / 3600
-    init = training.get("init") or {}
-    before = init.get("cpu_hours_total") if init else 0.0
-    return round(own + float(before or 0.0), 6)
+    return _cpu_hours(training["wall_s"], training.get("threads"), training.get("init"))[1]
 
 
 class _progress:
