@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument(
         "--skip", type=int, default=0, help="leave out the first N held-out photos (validation)"
     )
+    ap.add_argument("--split", default="test", choices=["test", "all"],
+                    help="photos of --corpus: its test split (default) or all of them (a "
+                    "source left out of training, benchmarks/restore_loso.py)")
     ap.add_argument("--per-kind", type=int, default=12, help="forgeries per kind")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--weights", type=Path, help="learned restoration weights (optional)")
@@ -83,7 +86,7 @@ def main() -> None:
     if args.fit_reference:
         fit_reference(args.corpus, args.reference_photos, seed=0)
         return
-    photos = rt.held_out_photos(args.corpus, args.photos, args.skip)
+    photos = rt.held_out_photos(args.corpus, args.photos, args.skip, args.split)
     images = rt.synthetic_set(photos, args.per_kind, seed=args.seed)
     restorers: dict[str, rt.Restore] = {"classical": lambda rgb: classical_restore(rgb)[0]}
     if args.weights:

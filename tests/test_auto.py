@@ -210,3 +210,17 @@ def test_column_path_equals_matrix_path(fitted):
         a = m.pixel_probability(pixel_features(outs), 0.7)
         b = m.pixel_probability_columns(pixel_columns(outs), n, 0.7)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_shipped_fusion_was_fitted_on_the_shipped_member_weights():
+    # A retrained member changes the features the fusion's numbers were fitted on: shipping
+    # one without refitting auto must fail here, not drift silently.
+    from tests.helpers import REPO
+
+    card = json.loads((REPO / "weights" / "auto-tiny.json").read_text())
+    recorded = card["training"]["member_sha256"]
+    assert "omni" in recorded
+    for member, sha in recorded.items():
+        card_path = REPO / "weights" / card["training"]["member_weights"][member]
+        shipped = json.loads(card_path.with_suffix(".json").read_text())["weights"]["sha256"]
+        assert sha == shipped, f"auto was fitted on another {member}: refit it"

@@ -131,6 +131,45 @@ def test_training_route_follows_the_gate_label():
     assert torch.equal(out["use_rgb"], out["gate_label"])
 
 
+def test_a_known_rgb_label_overrides_the_iou_rule_in_training_only():
+    torch.manual_seed(0)
+    model = OmniIML(_tiny_recipe_config()["model"]).train()
+    x = torch.randn(2, 3, 64, 64)
+    dct, qtable = torch.randint(0, 20, (2, 64, 64)), torch.full((2, 8, 8), 5)
+    target = torch.zeros(2, 1, 64, 64)
+    target[:, :, 8:40, 8:40] = 1
+    jpeg = torch.tensor([True, True])
+    plain = model(x, dct, qtable, jpeg, mask_target=target)
+    known = torch.tensor([True, False])
+    out = model(x, dct, qtable, jpeg, mask_target=target, rgb_known_better=known)
+    assert torch.equal(out["gate_label"], plain["gate_label"] | known)
+    assert bool(out["use_rgb"][0])
+    model.eval()
+    with torch.no_grad():  # at inference the classifier decides, whatever the caller knows
+        free = model(x, dct, qtable, jpeg)
+    assert free["gate_label"] is None
+    assert torch.equal(free["use_rgb"], free["gate_logit"] >= 0)
+
+
+def test_history_gate_label_marks_reshared_files_only():
+    recipe = training_recipe()
+    config = {**_tiny_recipe_config(crop=64), "gate_label": "iou+history"}
+    shared = _sample()
+    shared.history = [{"op": "jpeg", "quality": 90}, {"op": "offset_crop", "dy": 3, "dx": 5,
+                                                      "stage": "reshare"},
+                      {"op": "jpeg", "quality": 80}]
+    kept = _sample()
+    kept.history = [{"op": "jpeg", "quality": 90}]
+    rng = np.random.default_rng(0)
+    assert recipe.prepare(shared, config, rng)["rgb_known_better"].item() is True
+    assert recipe.prepare(kept, config, rng)["rgb_known_better"].item() is False
+    paper_rule = _tiny_recipe_config(crop=64)
+    assert paper_rule["gate_label"] == "iou"
+    assert recipe.prepare(shared, paper_rule, rng)["rgb_known_better"].item() is False
+    with pytest.raises(UsageError, match="gate_label"):
+        recipe.prepare(kept, {**config, "gate_label": "history"}, rng)
+
+
 def test_configs_are_data_and_paper_config_builds():
     assert set(OMNI_CONFIGS) >= {"tiny", "paper"}
     json.dumps(OMNI_CONFIGS)

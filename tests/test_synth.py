@@ -384,6 +384,7 @@ def test_reshared_files_are_recropped_off_grid_and_keep_mask_and_clean_image_ali
         crop = ops.index("offset_crop")
         assert ops[crop - 1] == "jpeg" and ops[-1] in ("jpeg", "png")  # after the first save
         assert b.history[:crop] == a.history  # the same sample up to the save
+        assert histories.reshared(b.history) and not histories.reshared(a.history)
         step = b.history[crop]
         assert 1 <= step["dy"] <= 7 and 1 <= step["dx"] <= 7
         assert b.mask.shape == b.image.rgb.shape[:2] == b.clean_rgb.shape[:2]

@@ -134,12 +134,15 @@ class EvalImage:
     name: str
 
 
-def held_out_photos(corpus: Path, count: int, skip: int = 0) -> list[Path]:
+def held_out_photos(corpus: Path, count: int, skip: int = 0, split: str = "test") -> list[Path]:
     """``count`` photos of the corpus's ``test`` split (never used in training), after the
-    first ``skip`` (the table uses 0; other offsets give validation sets apart from it)."""
+    first ``skip`` (the table uses 0; other offsets give validation sets apart from it).
+
+    ``split="all"``: every photo of the folder, for a source that training left out entirely
+    (``benchmarks/restore_loso.py``)."""
     from forgectl.synth.engine import list_images, split_sources
 
-    return split_sources(list_images(Path(corpus)), "test")[skip : skip + count]
+    return split_sources(list_images(Path(corpus)), split)[skip : skip + count]
 
 
 def synthetic_set(

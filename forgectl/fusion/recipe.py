@@ -106,7 +106,8 @@ class FusionRecipe:
             "config": {"fit": cfg.to_dict(), "folds": config["folds"],
                        "synthetic": syn},
             "training": {"recipe": "FusionRecipe", "wall_s": round(time.monotonic() - start, 1),
-                         "member_weights": _member_weights(members)},
+                         "member_weights": _member_weights(members),
+                         "member_sha256": _member_sha256(members)},
             "data": {"synthetic": str(synth_dir), "synthetic_images": int((~data.real).sum()),
                      "dev": str(dev) if dev is not None else None,
                      "dev_images": int(data.real.sum()),
@@ -127,6 +128,19 @@ def _member_weights(members: list[str]) -> dict[str, str | None]:
     for m in members:
         b = registry.load(m)
         out[m] = b.weights_id
+    return out
+
+
+def _member_sha256(members: list[str]) -> dict[str, str]:
+    """sha256 of each learned member's weights: the fusion's numbers hold for these files
+    only (a retrained member calls for a refit; a test compares them with the shipped files)."""
+    from forgectl import registry
+
+    out = {}
+    for m in members:
+        sha = registry.load(m).weights_sha256
+        if sha is not None:
+            out[m] = sha
     return out
 
 

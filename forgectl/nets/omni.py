@@ -14,8 +14,10 @@ Data flow (strides relative to the input; ``C_s`` = encoder channels at stride s
 
 The gate is a hard per-image choice. In training the route follows the gate's *label* (computed
 from the two coarse masks against the ground truth: RGB when its IoU beats the fused one by
-``gate_margin``), and the classifier learns to predict that label; at inference the classifier
-decides. Inputs without JPEG data (``has_jpeg`` False) always take the RGB route.
+``gate_margin``; the recipe may also name images whose label is RGB regardless, see
+``gate_label`` in :mod:`forgectl.recipes.omni`), and the classifier learns to predict that
+label; at inference the classifier decides. Inputs without JPEG data (``has_jpeg`` False)
+always take the RGB route.
 
 Configs are data (:data:`OMNI_CONFIGS`); ``tiny`` is the CPU-trained shipped model, ``paper``
 the published scale (ConvNeXt-B at 512x512), ``tiny-scratch`` the tiny model on a from-scratch
@@ -207,8 +209,8 @@ class OmniIML(nn.Module):
 
     def forward(self, image: torch.Tensor, dct: torch.Tensor, qtable: torch.Tensor,
                 has_jpeg: torch.Tensor, use_rgb: torch.Tensor | None = None,
-                mask_target: torch.Tensor | None = None, boxes: list[torch.Tensor] | None = None
-                ) -> dict[str, Any]:
+                mask_target: torch.Tensor | None = None, boxes: list[torch.Tensor] | None = None,
+                rgb_known_better: torch.Tensor | None = None) -> dict[str, Any]:
         """Full model.
 
         Args:
@@ -219,6 +221,8 @@ class OmniIML(nn.Module):
             mask_target: (B, 1, H, W) ground truth in [0, 1]; when given (training), the route
                 follows the gate label computed from it.
             boxes: per-image (N_i, 4) boxes for the box branch (training only).
+            rgb_known_better: (B,) bool, training only: images whose label is RGB whatever the
+                IoU rule says (the recipe knows their DCT stream carries no trace of the edit).
 
         Returns:
             ``mask`` (B, 1, H, W) logits, ``decoder_coarse`` (B, 1, H/4, W/4) logits,
@@ -246,6 +250,8 @@ class OmniIML(nn.Module):
                 small = F.adaptive_avg_pool2d(mask_target, head["coarse_rgb"].shape[-2:])
                 gate_label = gate_labels(head["coarse_rgb"].detach(),
                                          head["coarse_fused"].detach(), small, self.gate_margin)
+                if rgb_known_better is not None:
+                    gate_label = gate_label | rgb_known_better.bool()
                 route = gate_label | ~has_jpeg
             else:
                 route = (head["gate_logit"] >= 0) | ~has_jpeg

@@ -14,6 +14,7 @@ import numpy as np
 
 from forgectl.analysis.network_inputs import dct_planes, normalize_rgb
 from forgectl.errors import UsageError
+from forgectl.synth.histories import reshared
 from forgectl.training.recipe import Recipe, SynthSample
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 #: Crops must be multiples of the encoder's last stride.
 MULTIPLE = 32
+
+#: How the gate's training label is made (see :class:`OmniRecipe`).
+GATE_LABEL_RULES = ("iou", "iou+history")
 
 
 def _recipe_config(name: str, training: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +48,16 @@ class OmniRecipe(Recipe):
 
     ``loss``: BCE + Dice on the final mask; BCE on the decoder's coarse mask (stride 4) and on
     both gate heads' coarse masks (stride 8; the fused one only for JPEG samples); BCE of the
-    gate classifier against the IoU rule (JPEG samples only); the box-branch losses.
+    gate classifier against its label (JPEG samples only); the box-branch losses.
+
+    The gate label (``gate_label``): ``"iou"`` is the paper's rule (RGB when the RGB head's
+    coarse mask beats the fused head's by the model's ``gate_margin`` IoU). Measured, it never
+    fires here: the fused head sees the RGB features too, so it is never that much worse
+    (``gate_rgb_share`` 0.0 in every run, docs/TRAINING.md). ``"iou+history"`` also labels RGB
+    the samples whose file was shared again after its save (cropped off the 8x8 grid, maybe
+    resampled, re-saved: :func:`forgectl.synth.histories.reshared`), whose DCT stream holds no
+    trace of the edit, so the gate learns to recognize such files and send them to the RGB
+    route. It needs ``synth.history.reshare_prob`` > 0 to see any.
     """
 
     name = "omni"
@@ -53,7 +66,7 @@ class OmniRecipe(Recipe):
         training = {
             "crop": 256, "batch_size": 8, "lr": 3e-4, "weight_decay": 0.05, "steps": 6000,
             "warmup_steps": 200, "min_lr_ratio": 0.02, "grad_clip": 1.0,
-            "focus_prob": 0.5, "flip_prob": 0.5,
+            "focus_prob": 0.5, "flip_prob": 0.5, "gate_label": "iou",
             "loss_weights": {"bce": 1.0, "dice": 1.0, "decoder_coarse": 0.4, "coarse_rgb": 0.4,
                              "coarse_fused": 0.4, "gate": 0.2, "box": 0.2},
         }
@@ -79,6 +92,10 @@ class OmniRecipe(Recipe):
         crop = int(config["crop"])
         if crop % MULTIPLE:
             raise UsageError(f"omni: crop must be a multiple of {MULTIPLE}")
+        gate_rule = config.get("gate_label", "iou")
+        if gate_rule not in GATE_LABEL_RULES:
+            raise UsageError(f"omni: gate_label must be one of {', '.join(GATE_LABEL_RULES)}, "
+                             f"not {gate_rule!r}")
         model_cfg = config["model"]
         image = sample.image
         idx, qtable, has_jpeg = dct_planes(image, int(model_cfg["frequency"]["clip"]))
@@ -106,6 +123,8 @@ class OmniRecipe(Recipe):
             "has_jpeg": torch.tensor(has_jpeg),
             "mask": torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None],
             "boxes": torch.from_numpy(boxes),
+            "rgb_known_better": torch.tensor(gate_rule == "iou+history"
+                                             and reshared(sample.history)),
         }
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,7 +145,8 @@ class OmniRecipe(Recipe):
         mask = batch["mask"].float()
         has_jpeg = batch["has_jpeg"].bool()
         out = model(batch["image"], batch["dct"], batch["qtable"], has_jpeg, mask_target=mask,
-                    boxes=batch["boxes"] if model.training else None)
+                    boxes=batch["boxes"] if model.training else None,
+                    rgb_known_better=batch.get("rgb_known_better"))
         small = F.adaptive_avg_pool2d(mask, out["coarse_rgb"].shape[-2:])
         terms = {
             "bce": bce_loss(out["mask"], mask),

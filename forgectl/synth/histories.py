@@ -345,6 +345,16 @@ def plan_save(rng: np.random.Generator, cfg: HistoryConfig, last_quality: int | 
     }
 
 
+def reshared(history: list[Step]) -> bool:
+    """Whether a sample's file was shared again after its save (:func:`plan_reshare`).
+
+    Its JPEG coefficients then describe the re-share, cropped off the grid of every earlier
+    save (and maybe resampled): the compression traces left by the edit are scrambled, so the
+    DCT stream has nothing to say about where the edit is.
+    """
+    return any(step.get("stage") == "reshare" for step in history)
+
+
 def plan_reshare(rng: np.random.Generator, cfg: HistoryConfig, min_scale: float = 0.0
                  ) -> list[Step] | None:
     """Steps after the save when the file is shared again (``reshare_prob``), ending in its
