@@ -66,6 +66,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--weights", type=Path, help="restoration weights (default: shipped)")
+    ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"],
+                    help="the restoration module's runtime (auto: the ONNX twins when present)")
     args = ap.parse_args()
     torch.set_num_threads(compute_threads())
     print(f"threads {torch.get_num_threads()}, median of {args.runs} runs\n")
@@ -86,9 +88,10 @@ def main() -> None:
     print(f"| 4-D bias mask (fused kernel) | {fused_s:.4f} |")
     print(f"| ratio | {math_s / fused_s:.1f}x |\n")
 
-    restorer = Restorer(args.weights)
+    restorer = Restorer(args.weights, runtime=args.runtime)
     rgb, source = sample_image()
-    print(f"Restorer.restore on {source}, 384 x 256 ({restorer.weights.name})\n")
+    print(f"Restorer.restore on {source}, 384 x 256 ({restorer.weights.name}, runtime "
+          f"{args.runtime})\n")
     print("| setting | decided | clipped | seconds |")
     print("|---|---|---:|---:|")
     for label, kind, value in rt.SETTINGS:

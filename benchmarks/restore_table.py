@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=12, help="forgeries per kind")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--weights", type=Path, help="learned restoration weights (optional)")
+    ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"],
+                    help="runtime of the learned column (auto: the ONNX twins when present)")
     ap.add_argument("--json", type=Path, help="write the full table here")
     ap.add_argument(
         "--card",
@@ -90,7 +92,7 @@ def main() -> None:
     images = rt.synthetic_set(photos, args.per_kind, seed=args.seed)
     restorers: dict[str, rt.Restore] = {"classical": lambda rgb: classical_restore(rgb)[0]}
     if args.weights:
-        learned = Restorer(args.weights)
+        learned = Restorer(args.weights, runtime=args.runtime)
         restorers["learned"] = lambda rgb: learned.restore(rgb)[0]
     start = time.perf_counter()
     table = rt.restoration_table(images, restorers)

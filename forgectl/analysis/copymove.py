@@ -14,13 +14,13 @@ Everything runs on a *working grid* (the image downscaled so its longer side is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from forgectl.analysis.threads import opencv_threads
 
 
 @dataclass(frozen=True)
@@ -648,7 +648,7 @@ def analyse(
     """
     config = config or CopyMoveConfig()
     grey, scale = working_grey(rgb, config.max_side)
-    with _opencv_threads(threads):  # SIFT's pyramid, extrema and descriptors run in parallel
+    with opencv_threads(threads):  # SIFT's pyramid, extrema and descriptors run in parallel
         keypoints = detect_keypoints(grey, config)
     pairs, _ = g2nn_matches(keypoints, config, threads)
     candidates = find_transforms(keypoints, pairs, grey.shape, config)
@@ -662,17 +662,6 @@ def analyse(
         if t.source_mask.sum() >= min_area and t.target_mask.sum() >= min_area:
             confirmed.append(t)
     return CopyMoveAnalysis(scale, keypoints, pairs, confirmed, correlation)
-
-
-@contextmanager
-def _opencv_threads(threads: int) -> Iterator[None]:
-    """OpenCV's thread count set to ``threads`` for the block, then restored."""
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(max(1, threads))
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
 
 
 def describe_transform(matrix: np.ndarray) -> dict[str, float]:

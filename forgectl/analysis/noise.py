@@ -131,6 +131,20 @@ def block_medians(values: np.ndarray, grid: BlockGrid, threads: int = 1) -> np.n
     return out
 
 
+def _block_sums(table: np.ndarray, grid: BlockGrid) -> np.ndarray:
+    """Sum inside every block of ``grid`` from a summed-area ``table`` ((H + 1, W + 1), zero
+    first row and column). Returns (rows, cols) in the table's dtype."""
+    y0 = np.arange(grid.rows) * grid.stride
+    x0 = np.arange(grid.cols) * grid.stride
+    y1, x1 = y0 + grid.size, x0 + grid.size
+    return (
+        table[y1[:, None], x1[None, :]]
+        - table[y0[:, None], x1[None, :]]
+        - table[y1[:, None], x0[None, :]]
+        + table[y0[:, None], x0[None, :]]
+    )
+
+
 def block_means(values: np.ndarray, grid: BlockGrid) -> np.ndarray:
     """Mean of ``values`` inside every block of ``grid``, via a summed-area table.
 
@@ -138,15 +152,7 @@ def block_means(values: np.ndarray, grid: BlockGrid) -> np.ndarray:
     """
     table = np.zeros((values.shape[0] + 1, values.shape[1] + 1), np.float64)
     np.cumsum(np.cumsum(values, axis=0, dtype=np.float64), axis=1, out=table[1:, 1:])
-    y0 = np.arange(grid.rows) * grid.stride
-    x0 = np.arange(grid.cols) * grid.stride
-    y1, x1 = y0 + grid.size, x0 + grid.size
-    total = (
-        table[y1[:, None], x1[None, :]]
-        - table[y0[:, None], x1[None, :]]
-        - table[y1[:, None], x0[None, :]]
-        + table[y0[:, None], x0[None, :]]
-    )
+    total = _block_sums(table, grid)
     return (total / float(grid.size * grid.size)).astype(np.float32)
 
 
@@ -173,15 +179,7 @@ def clipped_fraction(luma_plane: np.ndarray, grid: BlockGrid) -> np.ndarray:
     # for bit, without float copies of the full-resolution plane.
     pairs = clipped[0::2, 0::2] + clipped[0::2, 1::2] + clipped[1::2, 0::2] + clipped[1::2, 1::2]
     table = cv2.integral(pairs, sdepth=cv2.CV_64F)
-    y0 = np.arange(grid.rows) * grid.stride
-    x0 = np.arange(grid.cols) * grid.stride
-    y1, x1 = y0 + grid.size, x0 + grid.size
-    total = (
-        table[y1[:, None], x1[None, :]]
-        - table[y0[:, None], x1[None, :]]
-        - table[y1[:, None], x0[None, :]]
-        + table[y0[:, None], x0[None, :]]
-    )
+    total = _block_sums(table, grid)
     return (total / float(4 * grid.size * grid.size)).astype(np.float32)
 
 

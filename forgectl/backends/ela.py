@@ -8,13 +8,12 @@ image's own typical error level, so a uniformly processed image stays cool.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import ClassVar
 
 import cv2
 import numpy as np
 
+from forgectl.analysis.threads import opencv_threads
 from forgectl.backends.base import Backend, MethodSpec, Result, compute_threads
 from forgectl.backends.options import Option, require
 from forgectl.intake import ForensicImage, encode_jpeg
@@ -36,18 +35,6 @@ def error_level(rgb: np.ndarray, quality: int = 90) -> np.ndarray:
     # max over a length-3 axis took most of a second on 12 MP.
     diff = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), resaved))
     return cv2.max(cv2.max(diff[0], diff[1]), diff[2]).astype(np.float32)
-
-
-@contextmanager
-def _opencv_threads(threads: int) -> Iterator[None]:
-    """OpenCV's thread count set to ``threads`` for the block, then restored (its filters
-    split rows between threads with the same result)."""
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(max(1, threads))
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
 
 
 class ElaBackend(Backend):
@@ -77,7 +64,7 @@ class ElaBackend(Backend):
         err = error_level(image.rgb, quality)
         # Average over about a JPEG block so single-pixel edge errors do not dominate.
         sigma = max(2.0, min(image.height, image.width) / 200.0)
-        with _opencv_threads(compute_threads()):  # a 121-tap kernel on 12 MP: worth 2 cores
+        with opencv_threads(compute_threads()):  # a 121-tap kernel on 12 MP: worth 2 cores
             smooth = cv2.GaussianBlur(err, (0, 0), sigma)
         typical = float(np.median(smooth)) + 0.5
         rel = smooth / typical
