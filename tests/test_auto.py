@@ -221,6 +221,5 @@ def test_shipped_fusion_was_fitted_on_the_shipped_member_weights():
     recorded = card["training"]["member_sha256"]
     assert "omni" in recorded
     for member, sha in recorded.items():
-        card_path = REPO / "weights" / card["training"]["member_weights"][member]
-        shipped = json.loads(card_path.with_suffix(".json").read_text())["weights"]["sha256"]
+        shipped = registry.load(member, runtime="torch").weights_sha256
         assert sha == shipped, f"auto was fitted on another {member}: refit it"

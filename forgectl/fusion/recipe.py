@@ -138,9 +138,11 @@ def _member_sha256(members: list[str]) -> dict[str, str]:
 
     out = {}
     for m in members:
-        sha = registry.load(m).weights_sha256
-        if sha is not None:
-            out[m] = sha
+        backend = registry.load(m)
+        if backend.weights_sha256 is None:  # a classical member
+            continue
+        # The default runtime may run an ONNX twin: record the weights file itself.
+        out[m] = registry.load(m, runtime="torch").weights_sha256
     return out
 
 
