@@ -49,7 +49,9 @@ def main() -> None:
             mask = stem.with_name(stem.name + ".mask.png").read_bytes()
             score = json.loads(stem.with_name(stem.name + ".json").read_text())["score"]
             items[rel] = {"mask_sha256": hashlib.sha256(mask).hexdigest(), "score": score}
-    data.setdefault("weights_sha256", {})[args.method] = registry.load(args.method, runtime="torch").weights_sha256
+    # The weights file itself (the default runtime may run an ONNX twin of it).
+    sha = registry.load(args.method, runtime="torch").weights_sha256
+    data.setdefault("weights_sha256", {})[args.method] = sha
     REFERENCE.write_text(json.dumps(data, indent=1) + "\n")
     print(json.dumps(items, indent=1))
 
