@@ -139,10 +139,11 @@ def _member_sha256(members: list[str]) -> dict[str, str]:
     out = {}
     for m in members:
         backend = registry.load(m)
-        if backend.weights_sha256 is None:  # a classical member
+        if backend.weights_id is None:  # a classical member
             continue
-        # The default runtime may run an ONNX twin: record the weights file itself.
-        out[m] = registry.load(m, runtime="torch").weights_sha256
+        if backend.runtime != "torch":  # it runs an ONNX twin: record the weights file itself
+            backend = registry.load(m, runtime="torch")
+        out[m] = backend.weights_sha256
     return out
 
 
