@@ -99,6 +99,7 @@ class FusionRecipe:
         cfg = FitConfig(**config["fit"])
         data = prepare(examples, members, dev.name if dev is not None else None, cfg.seed)
         model, report = fit_all(data, cfg, config["folds"], say)
+        member_names, member_shas = _member_files(members)
         card = {
             "format": "forgectl.model_card/1",
             "method": "auto",
@@ -106,8 +107,7 @@ class FusionRecipe:
             "config": {"fit": cfg.to_dict(), "folds": config["folds"],
                        "synthetic": syn},
             "training": {"recipe": "FusionRecipe", "wall_s": round(time.monotonic() - start, 1),
-                         "member_weights": _member_weights(members),
-                         "member_sha256": _member_sha256(members)},
+                         "member_weights": member_names, "member_sha256": member_shas},
             "data": {"synthetic": str(synth_dir), "synthetic_images": int((~data.real).sum()),
                      "dev": str(dev) if dev is not None else None,
                      "dev_images": int(data.real.sum()),
@@ -121,30 +121,24 @@ class FusionRecipe:
         return model.save(run_dir / f"auto-{config_name}.safetensors", card)
 
 
-def _member_weights(members: list[str]) -> dict[str, str | None]:
+def _member_files(members: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Each member's weights file name as it runs (None for classical members), and the
+    sha256 of each learned member's weights file itself (not the ONNX twin its default runtime
+    may run): the fusion's numbers hold for these files only (a retrained member calls for a
+    refit; a test compares them with the shipped files)."""
     from forgectl import registry
 
-    out = {}
-    for m in members:
-        b = registry.load(m)
-        out[m] = b.weights_id
-    return out
-
-
-def _member_sha256(members: list[str]) -> dict[str, str]:
-    """sha256 of each learned member's weights: the fusion's numbers hold for these files
-    only (a retrained member calls for a refit; a test compares them with the shipped files)."""
-    from forgectl import registry
-
-    out = {}
+    names: dict[str, str | None] = {}
+    shas: dict[str, str] = {}
     for m in members:
         backend = registry.load(m)
+        names[m] = backend.weights_id
         if backend.weights_id is None:  # a classical member
             continue
-        if backend.runtime != "torch":  # it runs an ONNX twin: record the weights file itself
+        if backend.runtime != "torch":
             backend = registry.load(m, runtime="torch")
-        out[m] = backend.weights_sha256
-    return out
+        shas[m] = backend.weights_sha256
+    return names, shas
 
 
 def _member_seconds(examples: list[Any], members: list[str]) -> dict[str, float]:
