@@ -2,10 +2,10 @@
 
 Used by the recipe study and checkpoint/threshold choices (docs/TRAINING.md): choose on half
 ``A``, report half ``B``, so the reported figure was not used to choose. The split is a pure
-function of the file names (sha256 of the image path, stratified by label and manipulation
-type: within each stratum, sorted by digest, items alternate A, B, A, ...), so anyone gets the
-same halves. Each half is a folder of symbolic links plus its own MANIFEST.tsv, readable by
-``forgectl benchmark``; the source dataset is not modified.
+function of the file names (:func:`forgectl.evaluation.datasets.halves`: sha256 of the image
+path, stratified by label and manipulation type), so anyone gets the same halves. Each half
+is a folder of symbolic links plus its own MANIFEST.tsv, readable by ``forgectl benchmark``;
+the source dataset is not modified.
 
     python benchmarks/split_halves.py ../shared/bench/casia1-dev /tmp/casia-A /tmp/casia-B
 """
@@ -14,24 +14,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import os
 from pathlib import Path
 
 
 def split(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Rows of a MANIFEST into halves A and B (stratified, deterministic)."""
-    strata: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for row in rows:
-        strata.setdefault((row["label"], row.get("manipulation_type", "")), []).append(row)
-    half_a: list[dict[str, str]] = []
-    half_b: list[dict[str, str]] = []
-    for key in sorted(strata):
-        ordered = sorted(strata[key],
-                         key=lambda r: hashlib.sha256(r["image_path"].encode()).hexdigest())
-        for i, row in enumerate(ordered):
-            (half_a if i % 2 == 0 else half_b).append(row)
-    return half_a, half_b
+    from forgectl.evaluation.datasets import halves
+
+    half_a, half_b = halves([r["image_path"] for r in rows],
+                            [(r["label"], r.get("manipulation_type", "")) for r in rows])
+    return [rows[i] for i in half_a], [rows[i] for i in half_b]
 
 
 def write_half(src: Path, dst: Path, rows: list[dict[str, str]], fields: list[str]) -> None:

@@ -357,3 +357,23 @@ def test_parity_with_localize_on_casia(casia_dir, tmp_path, threshold):
         flagged += int(pred.any())
     if threshold == "0.1":
         assert flagged > len(rows) // 2  # at 0.1 the masks are not empty: a real comparison
+
+
+def test_halves_are_fixed_stratified_and_disjoint():
+    from forgectl.evaluation.datasets import halves
+
+    keys = [f"images/{i:03d}.jpg" for i in range(40)] + [f"authentic/{i:03d}.jpg"
+                                                          for i in range(21)]
+    strata = [("tampered", "splice" if i % 4 else "copy-move") for i in range(40)] + [
+        ("authentic", "")] * 21
+    a, b = halves(keys, strata)
+    assert sorted(a + b) == list(range(61)) and not set(a) & set(b)
+    for stratum in set(strata):
+        n_a = sum(strata[i] == stratum for i in a)
+        n_b = sum(strata[i] == stratum for i in b)
+        assert n_a - n_b in (0, 1)  # each stratum alternates A, B, A, ...
+    # A pure function of the names: another order of the same items gives the same halves.
+    order = list(reversed(range(61)))
+    a2, b2 = halves([keys[i] for i in order], [strata[i] for i in order])
+    assert sorted(order[i] for i in a2) == sorted(a)
+    assert sorted(order[i] for i in b2) == sorted(b)

@@ -73,8 +73,8 @@ def train(
         typer.Option(
             "--dev",
             help="Real dev dataset evaluated at each validation (reported "
-            "only, never used to pick weights). For auto: fitting data too, with a "
-            "cross-validated read-out.",
+            "only, never used to pick weights). For auto: never fitted on; its half A "
+            "chooses the two thresholds, half B is reported.",
             show_default=False,
         ),
     ] = None,
@@ -223,12 +223,13 @@ def _fit_fusion(recipe: object, config: str, images: list[Path], dev: Path | Non
     run_dir = _run_dir("auto", config, out, False)
     card = recipe.fit(config, images, dev, run_dir)  # type: ignore[attr-defined]
     weights = run_dir / card["weights"]["file"]
-    cv = card["metrics"].get("cross_validated_dev") or {}
+    half_b = card["metrics"].get("dev_half_b") or {}
     parts = [f"{weights} ({card['weights']['parameters']} numbers, "
              f"{card['training']['wall_s']:.0f} s)"]
-    if cv:
-        parts.append(f"dev, cross-validated: F1 {cv['f1']}, image AUC {cv['image_auc']}, "
-                     f"authentic FPR {cv['authentic_fpr']}, ECE {cv['ece']}")
+    if half_b:
+        parts.append(f"dev half B (not used to choose): F1 {half_b['f1']}, image AUC "
+                     f"{half_b['image_auc']}, authentic FPR {half_b['authentic_fpr']}, "
+                     f"ECE {half_b['ece']}")
     if ship:
         parts.append(f"shipped to {_ship(weights, force)}")
     print("; ".join(parts), file=sys.stdout)

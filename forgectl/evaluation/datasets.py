@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -321,3 +321,26 @@ def file_list_sha256(items: list[Item]) -> str:
         mask_sha = sha256_file(it.mask) if it.mask is not None and it.mask.is_file() else "-"
         h.update(f"{it.key}\t{it.label}\t{img_sha}\t{mask_sha}\n".encode())
     return h.hexdigest()
+
+
+def halves(keys: Sequence[str], strata: Sequence[Hashable]) -> tuple[list[int], list[int]]:
+    """Indices of two fixed halves of a dataset: A to choose on, B to report.
+
+    A pure function of the names, so anyone gets the same halves: within each stratum (e.g.
+    label and manipulation type), items sorted by the sha256 of their key (the image path
+    relative to the dataset) alternate A, B, A, ... (``benchmarks/split_halves.py`` writes them
+    as folders; ``forgectl train --method auto`` chooses its thresholds on A).
+    """
+    if len(keys) != len(strata):
+        raise ValueError("halves: one stratum per key")
+    groups: dict[Hashable, list[int]] = {}
+    for i, stratum in enumerate(strata):
+        groups.setdefault(stratum, []).append(i)
+    half_a: list[int] = []
+    half_b: list[int] = []
+    for stratum in sorted(groups, key=repr):
+        ordered = sorted(groups[stratum],
+                         key=lambda i: hashlib.sha256(keys[i].encode()).hexdigest())
+        for j, i in enumerate(ordered):
+            (half_a if j % 2 == 0 else half_b).append(i)
+    return half_a, half_b

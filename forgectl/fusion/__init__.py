@@ -1,4 +1,4 @@
-"""``--method auto``: one calibrated verdict and map from several methods (docs/methods/auto.md).
+"""``--method auto``: one verdict and map from several methods (docs/methods/auto.md).
 
 ``features`` turns the members' outputs into numbers, ``model`` holds the fitted fusion (numpy
 only), ``backend`` runs it as a method, ``collect`` and ``fit`` make it (``forgectl train

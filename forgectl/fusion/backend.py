@@ -1,4 +1,4 @@
-"""``--method auto``: run the fitted members, fuse their maps, give one calibrated verdict.
+"""``--method auto``: run the fitted members, fuse their maps, give one image verdict.
 
 Members run through the registry exactly as on their own (same weights, options, runtime), so
 their evidence in ``explain`` is what ``--method NAME`` would show. A member that fails or
@@ -40,13 +40,14 @@ class AutoBackend(Backend):
 
     spec = MethodSpec(
         name="auto",
-        summary="Fusion of the best methods: one calibrated verdict, a fused map, a "
+        summary="Fusion of the best methods: one image verdict, a fused map, a "
                 "reliability map",
         kind="fusion",
         uses_jpeg=True,
         weights="auto-tiny.safetensors",
         paper="forgectl's own: a per-pixel perceptron and a logistic verdict over the members' "
-              "maps and scores, fitted on synthetic and real dev forgeries (docs/methods/auto.md)",
+              "maps and scores, fitted on synthetic forgeries, thresholds chosen on half of a "
+              "real dev set (docs/methods/auto.md)",
     )
     OPTIONS: ClassVar[tuple[Option, ...]] = (
         Option("members", "", "comma-separated members to run (default: every fitted member); "
@@ -132,10 +133,11 @@ class AutoBackend(Backend):
         prob = model.pixel_probability_columns(pixel_columns(outputs), shape[0] * shape[1],
                                                verdict).reshape(shape)
         heatmap = model.to_map(prob)
+        score = model.to_score(verdict)
         reliability = reliability_map(image, outputs, model.contributions)
         fuse_s = time.perf_counter() - start
         facts = {
-            "verdict": round(verdict, 6),
+            "verdict": round(score, 6),
             "members": [
                 {"method": o.name, "applicable": o.applicable, "score": round(o.score, 6),
                  "seconds": round(o.seconds, 4),
@@ -148,7 +150,7 @@ class AutoBackend(Backend):
         }
         blind = [o.name for o in outputs if not o.applicable]
         note = f"blind members: {', '.join(blind)}" if blind else ""
-        return Result(heatmap=heatmap, mask=heatmap >= self.threshold, score=verdict,
+        return Result(heatmap=heatmap, mask=heatmap >= self.threshold, score=score,
                       note=note, maps={"reliability": reliability}, facts=facts)
 
     def parts(self) -> list[tuple[str, Backend, MemberOutput]]:
@@ -161,7 +163,8 @@ class AutoBackend(Backend):
         f = result.facts
         on = [m["method"] for m in f.get("members", []) if m["applicable"]]
         verdict = "manipulated" if result.score >= 0.5 else "no manipulation found"
-        return (f"{verdict}: probability {result.score:.2f} from {len(on)} members "
+        return (f"{verdict}: score {result.score:.2f} (0.5 = decision threshold) from "
+                f"{len(on)} members "
                 f"({', '.join(on)}); {100 * result.tampered_fraction:.1f}% of pixels flagged; "
                 f"mean reliability {f.get('reliability_mean', 0):.2f}")
 

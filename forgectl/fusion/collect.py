@@ -1,6 +1,6 @@
 """Run the candidate members over labelled datasets once, keeping what the fusion fits on.
 
-Fitting the fusion (and cross-validating it) reads the members' heatmaps, scores and
+Fitting the fusion (and reporting it) reads the members' heatmaps, scores and
 applicability many times; running the members is the slow part (a second or more per image),
 so each member's output for each image is computed once and cached under ``cache/<member>/``
 (keyed by the image file's sha256 and the member's weights sha256: new weights, new entries).
@@ -34,7 +34,7 @@ class LabelledImage:
 
     Attributes:
         key: dataset name + item key (unique across datasets).
-        group: dataset name (cross-validation folds are drawn within the real dev set).
+        group: dataset name (the real dev set is split into halves by it).
         image: the decoded image (pixels are needed for the reliability features).
         truth: (H, W) bool ground-truth mask (all False for authentic images).
         tampered: image label.

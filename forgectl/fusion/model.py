@@ -1,8 +1,10 @@
 """The fitted fusion, numpy only: an image-level verdict and a per-pixel map.
 
 - Verdict: logistic regression on the members' :data:`~forgectl.fusion.features.IMAGE_FEATURES`
-  (standardized): a probability that the image was manipulated, calibrated on the fitting data
-  (its reliability is measured by the expected calibration error, docs/methods/auto.md).
+  (standardized), fitted on synthetic forgeries. Its probability is remapped piecewise-linearly
+  so that ``verdict_threshold`` (chosen on a real chooser half, docs/methods/auto.md) reads 0.5:
+  a score whose 0.5 is the decision threshold, not a calibrated probability on other data (its
+  expected calibration error is reported beside it).
 - Map: a one-hidden-layer perceptron (ReLU; ``hidden = 0`` is plain logistic regression) on the
   members' :data:`~forgectl.fusion.features.PIXEL_FEATURES` plus the verdict's logit, so that
   the map can stay dark on an image the verdict calls authentic. Its probability is remapped
@@ -36,6 +38,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -LOGIT_CLIP * 3, LOGIT_CLIP * 3)))
 
 
+def _remap(p: np.ndarray | float, t: float) -> np.ndarray:
+    """Monotone piecewise-linear map of [0, 1] onto [0, 1] taking ``t`` to 0.5."""
+    p = np.asarray(p, np.float32)
+    return np.where(p < t, 0.5 * p / t, 0.5 + 0.5 * (p - t) / (1 - t)).astype(np.float32)
+
+
 def logit(p: np.ndarray | float) -> np.ndarray:
     p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -54,6 +62,7 @@ class FusionModel:
     members: list[str]
     arrays: dict[str, np.ndarray]
     pixel_threshold: float = 0.5
+    verdict_threshold: float = 0.5
     contributions: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,8 +70,9 @@ class FusionModel:
         if missing:
             raise WeightsError(f"fusion weights lack {', '.join(missing)}")
         self.arrays = {k: np.asarray(v, np.float32) for k, v in self.arrays.items()}
-        if not 0.0 < self.pixel_threshold < 1.0:
-            raise WeightsError("fusion pixel_threshold must be in (0, 1)")
+        for name in ("pixel_threshold", "verdict_threshold"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise WeightsError(f"fusion {name} must be in (0, 1)")
 
     @property
     def parameters(self) -> int:
@@ -115,9 +125,13 @@ class FusionModel:
 
     def to_map(self, probability: np.ndarray) -> np.ndarray:
         """Remap probabilities so ``pixel_threshold`` reads 0.5 (monotone, [0, 1] onto [0, 1])."""
-        t = self.pixel_threshold
-        p = np.asarray(probability, np.float32)
-        return np.where(p < t, 0.5 * p / t, 0.5 + 0.5 * (p - t) / (1 - t)).astype(np.float32)
+        return _remap(probability, self.pixel_threshold)
+
+    def to_score(self, verdict: float) -> float:
+        """The reported image score: the verdict remapped so ``verdict_threshold`` reads 0.5
+        (the map is fed the verdict itself, as when it was fitted)."""
+        t, v = self.verdict_threshold, float(verdict)  # float64: a score is compared with t
+        return 0.5 * v / t if v < t else 0.5 + 0.5 * (v - t) / (1 - t)
 
     # ------------------------------------------------------------------ files
 
@@ -134,7 +148,8 @@ class FusionModel:
         tmp.replace(path)
         card = dict(card)
         card["config"] = {**card.get("config", {}), "members": self.members,
-                          "pixel_threshold": self.pixel_threshold}
+                          "pixel_threshold": self.pixel_threshold,
+                          "verdict_threshold": self.verdict_threshold}
         card["contributions"] = self.contributions
         card["weights"] = {"file": path.name, "sha256": sha256_file(path),
                            "bytes": path.stat().st_size, "dtype": "float32",
@@ -169,4 +184,5 @@ class FusionModel:
             raise WeightsError(f"{path.name}'s card names no members")
         return cls(members=[str(m) for m in members], arrays=arrays,
                    pixel_threshold=float(config.get("pixel_threshold", 0.5)),
+                   verdict_threshold=float(config.get("verdict_threshold", 0.5)),
                    contributions=dict(card.get("contributions", {})))

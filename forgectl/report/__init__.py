@@ -245,7 +245,7 @@ def method_record(entry: MethodEntry) -> dict[str, Any]:
 
 def headline(entries: list[MethodEntry]) -> MethodEntry | None:
     """The entry the report opens with: the first fusion method (``kind == "fusion"``) that
-    ran, whose score is a calibrated verdict over the others; None without one."""
+    ran, whose score is the fused verdict over the others; None without one."""
     for entry in entries:
         if entry.kind == "fusion" and entry.result is not None:
             return entry
@@ -256,7 +256,7 @@ def verdict_record(entries: list[MethodEntry]) -> dict[str, Any] | None:
     head = headline(entries)
     if head is None or head.result is None:
         return None
-    return {"method": head.name, "probability_manipulated": _round(head.result.score),
+    return {"method": head.name, "score": _round(head.result.score),
             "manipulated": head.result.score >= FLAG_SCORE,
             "tampered_fraction": _round(head.result.tampered_fraction, 6),
             "reading": head.reading}
@@ -529,8 +529,8 @@ def _verdict_section(entries: list[MethodEntry], rgb: np.ndarray) -> str:
                                "reliability (bright = the members can see here)"))
     return (
         f'<section class="verdict"><h2>Verdict: <span class="{cls}">{esc(word)}</span></h2>'
-        f"<p>Probability that the image was manipulated: <b>{p:.2f}</b> "
-        f"({esc(head.name)}, calibrated on real forgeries; "
+        f"<p>Score: <b>{p:.2f}</b> (0.5 = the decision threshold; "
+        f"{esc(head.name)}, fitted on synthetic forgeries, threshold chosen on real ones; "
         f'<a href="#{_card_id(entries.index(head))}">details</a>). '
         f"{100 * result.tampered_fraction:.1f}% of pixels flagged; members: "
         f"{esc(_member_list(result))}.</p>"
