@@ -6,6 +6,9 @@ that (bilinear upsampling of logits is affine with weights summing to 1, so a co
 passes through it), so the shipped heatmap's 0.5 is the chosen operating point, every runtime
 and export inherits it, and the default threshold stays 0.5.
 
+A two-class head (softmax over pristine, forged: the heatmap is ``sigmoid(l_forged -
+l_pristine)``, as MUN's) takes the shift on the forged class's bias only: ``--bias-index 1``.
+
 The threshold is read from a ``forgectl benchmark`` report (the dataset-wide best threshold of
 the method, ``localization.best_threshold``) or given with ``--threshold``; the model card
 records the shift, where it was chosen and the file's new sha256.
@@ -14,6 +17,9 @@ Usage::
 
     .venv/bin/python tools/calibrate_threshold.py WEIGHTS.safetensors \\
         --report BENCH/report.json --method omni [--bias-key decoder.classifier.bias]
+    .venv/bin/python tools/calibrate_threshold.py weights/mun-tiny.safetensors \
+        --report BENCH/report.json --method mun --bias-key mun.decoder.classifier.bias \
+        --bias-index 1
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ def main() -> None:
     ap.add_argument("--method", default="omni")
     ap.add_argument("--threshold", type=float)
     ap.add_argument("--bias-key", default="decoder.classifier.bias")
+    ap.add_argument("--bias-index", type=int, default=None,
+                    help="shift only this element of the bias (the forged class of a "
+                         "two-class head); default: the whole (one-class) bias")
     args = ap.parse_args()
 
     row = None
@@ -70,13 +79,23 @@ def main() -> None:
     if card.get("calibration"):
         raise SystemExit(f"{args.weights} is already calibrated: {card['calibration']}")
     state = load_file(str(args.weights))
-    state[args.bias_key] = state[args.bias_key] + shift
+    if args.bias_key not in state:
+        raise SystemExit(f"{args.weights} has no tensor {args.bias_key!r}")
+    bias = state[args.bias_key].clone()
+    if args.bias_index is None:
+        if bias.numel() != 1:
+            raise SystemExit(f"{args.bias_key} has {bias.numel()} elements: give --bias-index")
+        bias += shift
+    else:
+        bias[args.bias_index] += shift
+    state[args.bias_key] = bias
     save_tensors(args.weights, state, {"format": WEIGHTS_FORMAT, "method": args.method,
                                        "config": card.get("config_name", "")})
     card["calibration"] = {
         "threshold_folded": round(t, 4),
         "logit_shift": round(shift, 6),
         "tensor": args.bias_key,
+        **({"tensor_index": args.bias_index} if args.bias_index is not None else {}),
         "chosen_on": None if row is None else _dataset_of(args.report),
         "chosen_by": "dataset-wide best threshold of mean per-image F1 (forgectl benchmark)",
         "note": "heatmap 0.5 of this file = threshold t of the uncalibrated network",
