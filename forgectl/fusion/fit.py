@@ -252,6 +252,10 @@ def fit_all(data: Prepared, cfg: FitConfig,
     if not synthetic.size:
         raise ValueError("the fusion is fitted on synthetic examples: there are none")
     model = fit_model(data, synthetic, cfg)
+
+    def figures(index: np.ndarray) -> dict[str, Any]:
+        return evaluate([(data.examples[i], *predict(model, data.examples[i])) for i in index])
+
     report: dict[str, Any] = {
         "thresholds_on_synthetic": {"pixel": model.pixel_threshold,
                                     "verdict": round(model.verdict_threshold, 6)}}
@@ -262,11 +266,6 @@ def fit_all(data: Prepared, cfg: FitConfig,
         strata = [(bool(data.labels[i]), data.examples[i].manipulation) for i in real]
         half_a, half_b = (real[np.asarray(h, int)] for h in halves(keys, strata))
         choose_thresholds(model, data, half_a)
-
-        def figures(index: np.ndarray) -> dict[str, Any]:
-            return evaluate([(data.examples[i], *predict(model, data.examples[i]))
-                             for i in index])
-
         report.update({
             "thresholds_on_dev_half_a": {"pixel": model.pixel_threshold,
                                          "verdict": round(model.verdict_threshold, 6)},
@@ -274,8 +273,7 @@ def fit_all(data: Prepared, cfg: FitConfig,
             "dev_half_a": figures(half_a),
             "dev_all": figures(real),
         })
-    report["synthetic_in_sample"] = evaluate(
-        [(data.examples[i], *predict(model, data.examples[i])) for i in synthetic])
+    report["synthetic_in_sample"] = figures(synthetic)
     # Contributions feed the reliability map, so they come from the fitting data as well.
     model.contributions = contributions(model, data, synthetic)
     report.update({

@@ -38,10 +38,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -LOGIT_CLIP * 3, LOGIT_CLIP * 3)))
 
 
-def _remap(p: np.ndarray | float, t: float) -> np.ndarray:
+def _remap(p: np.ndarray | float, t: float, dtype: type = np.float32) -> np.ndarray:
     """Monotone piecewise-linear map of [0, 1] onto [0, 1] taking ``t`` to 0.5."""
-    p = np.asarray(p, np.float32)
-    return np.where(p < t, 0.5 * p / t, 0.5 + 0.5 * (p - t) / (1 - t)).astype(np.float32)
+    p = np.asarray(p, dtype)
+    return np.where(p < t, 0.5 * p / t, 0.5 + 0.5 * (p - t) / (1 - t)).astype(dtype)
 
 
 def logit(p: np.ndarray | float) -> np.ndarray:
@@ -130,8 +130,8 @@ class FusionModel:
     def to_score(self, verdict: float) -> float:
         """The reported image score: the verdict remapped so ``verdict_threshold`` reads 0.5
         (the map is fed the verdict itself, as when it was fitted)."""
-        t, v = self.verdict_threshold, float(verdict)  # float64: a score is compared with t
-        return 0.5 * v / t if v < t else 0.5 + 0.5 * (v - t) / (1 - t)
+        # float64: the threshold was chosen between two verdicts that float32 may not tell apart.
+        return float(_remap(verdict, self.verdict_threshold, np.float64))
 
     # ------------------------------------------------------------------ files
 
