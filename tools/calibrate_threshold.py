@@ -17,8 +17,8 @@ Usage::
 
     .venv/bin/python tools/calibrate_threshold.py WEIGHTS.safetensors \\
         --report BENCH/report.json --method omni [--bias-key decoder.classifier.bias]
-    .venv/bin/python tools/calibrate_threshold.py weights/mun-tiny.safetensors \
-        --report BENCH/report.json --method mun --bias-key mun.decoder.classifier.bias \
+    .venv/bin/python tools/calibrate_threshold.py weights/mun-tiny.safetensors \\
+        --report BENCH/report.json --method mun --bias-key mun.decoder.classifier.bias \\
         --bias-index 1
 """
 
