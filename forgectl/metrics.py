@@ -209,6 +209,35 @@ def best_threshold_f1(
     return float(np.asarray(thresholds)[k]), float(curve[k])
 
 
+def best_threshold_bounded(
+    f1_curve: np.ndarray,
+    fpr_curve: np.ndarray | None,
+    thresholds: np.ndarray = THRESHOLDS,
+    max_fpr: float = 0.05,
+) -> float:
+    """The threshold with the best mean F1 among those whose authentic false alarms stay bounded.
+
+    Args:
+        f1_curve: (T,) mean F1 over the forgeries at each threshold.
+        fpr_curve: (T,) mean flagged fraction of the authentic images at each threshold, or
+            None when there are no authentic images (then the bound is not applied).
+        thresholds: (T,) increasing thresholds.
+        max_fpr: the bound on the authentic images' mean flagged fraction.
+
+    Returns:
+        The threshold; ties go to the lowest. When no threshold meets the bound, the highest
+        (the fewest false alarms the curve offers).
+    """
+    f1 = np.asarray(f1_curve, dtype=float)
+    t = np.asarray(thresholds, dtype=float)
+    if f1.shape != t.shape:
+        raise ValueError(f"f1_curve {f1.shape} and thresholds {t.shape} differ in shape")
+    ok = np.ones(len(t), bool) if fpr_curve is None else np.asarray(fpr_curve) <= max_fpr
+    if not ok.any():
+        return float(t[-1])
+    return float(t[int(np.argmax(np.where(ok, f1, -1.0)))])
+
+
 def oracle_f1(counts: np.ndarray) -> float | None:
     """Per-image oracle F1: each image at its own best threshold, then the mean over images.
 

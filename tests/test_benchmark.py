@@ -145,6 +145,11 @@ def test_benchmark_cli_reports_and_numbers(tiny_dataset, tmp_path):
         np.mean([expected[k]["flagged"] for k in authentic]), abs=1e-6
     )
     assert items[authentic[0]]["f1"] == ""
+    # The false-alarm curve: at the run's threshold it is the authentic FPR above.
+    curve = row["f1_by_threshold"]
+    k = curve["thresholds"].index(THRESHOLD)
+    assert curve["authentic_fpr"][k] == pytest.approx(row["authentic"]["fpr"], abs=1e-6)
+    assert curve["authentic_fpr"][0] >= curve["authentic_fpr"][-1]
     from sklearn.metrics import roc_auc_score
 
     keys = tampered + authentic

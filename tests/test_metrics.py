@@ -146,6 +146,18 @@ def test_best_threshold_ties_go_to_lowest():
     assert M.best_threshold_f1(counts, np.array([0.2, 0.4]))[0] == pytest.approx(0.2)
 
 
+def test_best_threshold_bounded_hand_cases():
+    t = np.array([0.1, 0.3, 0.5, 0.7])
+    f1 = np.array([0.6, 0.5, 0.4, 0.2])
+    fpr = np.array([0.20, 0.08, 0.04, 0.01])
+    assert M.best_threshold_bounded(f1, fpr, t, 0.05) == pytest.approx(0.5)  # 0.1, 0.3 excluded
+    assert M.best_threshold_bounded(f1, fpr, t, 0.10) == pytest.approx(0.3)
+    assert M.best_threshold_bounded(f1, None, t, 0.05) == pytest.approx(0.1)  # no authentic
+    assert M.best_threshold_bounded(f1, fpr, t, 0.001) == pytest.approx(0.7)  # none: highest
+    with pytest.raises(ValueError):
+        M.best_threshold_bounded(f1[:3], fpr, t)
+
+
 def test_f1_from_counts_empty_convention():
     assert M.f1_from_counts(np.array([0, 0, 0])) == 1.0
     assert M.f1_from_counts(np.array([0, 3, 0])) == 0.0

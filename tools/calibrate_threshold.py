@@ -19,7 +19,7 @@ Usage::
         --report BENCH/report.json --method omni [--bias-key decoder.classifier.bias]
     .venv/bin/python tools/calibrate_threshold.py weights/mun-tiny.safetensors \\
         --report BENCH/report.json --method mun --bias-key mun.decoder.classifier.bias \\
-        --bias-index 1
+        --bias-index 1 [--max-authentic-fpr 0.05]
 """
 
 from __future__ import annotations
@@ -30,12 +30,28 @@ import math
 from pathlib import Path
 
 
-def best_threshold(report: Path, method: str) -> tuple[float, dict]:
-    """The dataset-wide best threshold of ``method`` in a benchmark report, and its row."""
+def best_threshold(
+    report: Path, method: str, max_authentic_fpr: float | None = None
+) -> tuple[float, dict]:
+    """The threshold to fold from ``method``'s clean row of a benchmark report, and the row.
+
+    Without a bound: the dataset-wide best threshold of mean per-image F1. With
+    ``max_authentic_fpr``: the best F1 among thresholds whose authentic images' mean flagged
+    fraction stays within the bound (the rule ``auto`` uses for its map threshold).
+    """
+    from forgectl.metrics import best_threshold_bounded
+
     data = json.loads(report.read_text())
     for row in data["rows"]:
         if row["method"] == method and row["setting"] == "clean":
-            return float(row["localization"]["best_threshold"]), row
+            if max_authentic_fpr is None:
+                return float(row["localization"]["best_threshold"]), row
+            curve = row["f1_by_threshold"]
+            if curve.get("authentic_fpr") is None:
+                raise SystemExit(f"{report} has no authentic_fpr curve: re-run the benchmark")
+            return best_threshold_bounded(
+                curve["f1"], curve["authentic_fpr"], curve["thresholds"], max_authentic_fpr
+            ), row
     raise SystemExit(f"no clean row for {method!r} in {report}")
 
 
@@ -57,6 +73,9 @@ def main() -> None:
     ap.add_argument("--report", type=Path)
     ap.add_argument("--method", default="omni")
     ap.add_argument("--threshold", type=float)
+    ap.add_argument("--max-authentic-fpr", type=float, default=None,
+                    help="choose the best-F1 threshold whose authentic images' mean flagged "
+                         "fraction is at most this (e.g. 0.05); default: no bound")
     ap.add_argument("--bias-key", default="decoder.classifier.bias")
     ap.add_argument("--bias-index", type=int, default=None,
                     help="shift only this element of the bias (the forged class of a "
@@ -67,7 +86,7 @@ def main() -> None:
     if args.threshold is not None:
         t = args.threshold
     elif args.report is not None:
-        t, row = best_threshold(args.report, args.method)
+        t, row = best_threshold(args.report, args.method, args.max_authentic_fpr)
     else:
         raise SystemExit("give --threshold or --report")
     if not 0.0 < t < 1.0:
@@ -97,7 +116,13 @@ def main() -> None:
         "tensor": args.bias_key,
         **({"tensor_index": args.bias_index} if args.bias_index is not None else {}),
         "chosen_on": None if row is None else _dataset_of(args.report),
-        "chosen_by": "dataset-wide best threshold of mean per-image F1 (forgectl benchmark)",
+        "chosen_by": (
+            "given with --threshold" if row is None
+            else "dataset-wide best threshold of mean per-image F1 (forgectl benchmark)"
+            + ("" if args.max_authentic_fpr is None else
+               f" among thresholds with authentic mean flagged fraction"
+               f" <= {args.max_authentic_fpr}")
+        ),
         "note": "heatmap 0.5 of this file = threshold t of the uncalibrated network",
     }
     card["weights"]["sha256"] = sha256_file(args.weights)

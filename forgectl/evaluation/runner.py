@@ -354,6 +354,9 @@ def summarize(
         for t, idx in sorted(by_type.items())
     }
     f1_curve = M.f1_from_counts(counts).mean(axis=0) if tam else None
+    # Authentic images' mean flagged fraction at every threshold: with the F1 curve it lets a
+    # threshold be chosen under a false-alarm bound (metrics.best_threshold_bounded).
+    fpr_curve = np.mean([curves[i] for i in aut], axis=0) if aut else None
 
     det: dict[str, Any] = {
         "n_tampered": len(tam),
@@ -414,6 +417,9 @@ def summarize(
         "f1_by_threshold": {
             "thresholds": [round(float(t), 2) for t in thresholds],
             "f1": [round(float(v), 6) for v in f1_curve] if f1_curve is not None else None,
+            "authentic_fpr": (
+                [round(float(v), 6) for v in fpr_curve] if fpr_curve is not None else None
+            ),
         },
         "bootstrap": {"method": "percentile", **boot},
         "errors": errors,

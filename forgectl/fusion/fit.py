@@ -174,9 +174,9 @@ def choose_thresholds(model: FusionModel, data: Prepared, index: Sequence[int]) 
             authentic_verdicts.append(verdict)
     f1 /= max(1, n_t)
     fpr /= max(1, len(authentic_verdicts))
-    ok = fpr <= MAX_AUTHENTIC_PIXELS if authentic_verdicts else np.ones(len(THRESHOLDS), bool)
-    model.pixel_threshold = (float(THRESHOLDS[np.argmax(np.where(ok, f1, -1.0))]) if ok.any()
-                             else float(THRESHOLDS[-1]))
+    model.pixel_threshold = M.best_threshold_bounded(
+        f1, fpr if authentic_verdicts else None, THRESHOLDS, MAX_AUTHENTIC_PIXELS
+    )
     if authentic_verdicts:
         v = np.sort(np.asarray(authentic_verdicts))[::-1]
         allowed = int(np.floor(MAX_AUTHENTIC_FLAGGED * len(v)))  # images flagged at most
