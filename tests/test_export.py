@@ -156,6 +156,26 @@ def test_dynamic_height_and_width_match_torch_on_every_route(fmt, exported, back
                 assert bool(got["use_rgb"][0]) == (route == ROUTE_RGB)
 
 
+def test_a_gate_reading_the_grid_profile_exports_with_dynamic_sizes(tmp_path):
+    from forgectl.nets.omni import OmniIML
+    from forgectl.recipes.omni import recipe
+
+    torch.manual_seed(1)
+    config = copy.deepcopy(recipe().configs["tiny"])
+    config["model"].update(pretrained=False, gate_grid_profile=True)
+    model = OmniIML(config["model"], with_box_head=False, pretrained=False)
+    torch.nn.init.normal_(model.gate.profile[2].weight, std=3.0)  # trained: it counts
+    path = write_random_weights(model, tmp_path / "omni-tiny.safetensors", "omni", config)
+    backend = OmniBackend(weights=path, tile=96, overlap=16)
+    report = ex.export_model(backend, "onnx", tmp_path / "omni.onnx",
+                             images=ex.sample_images(SMALL[:1]))
+    runner, torch_run = OnnxRunner(report.path), backend.torch_runner()
+    for h, w in ((64, 64), (96, 160)):  # strided phase slices follow the size
+        feeds = _feeds(h, w, ROUTE_GATE, seed=h)
+        got, ref = runner(feeds), torch_run(feeds)
+        assert abs(float(got["gate"][0]) - float(ref["gate"][0])) <= TOL
+
+
 def test_onnx_inputs_have_symbolic_height_and_width(exported):
     import onnx
 

@@ -18,7 +18,14 @@ from forgectl.backends.omni import OmniBackend
 from forgectl.errors import UsageError, WeightsError
 from forgectl.intake import encode_jpeg, image_from_array, image_from_bytes
 from forgectl.nets.frequency import coefficient_indices
-from forgectl.nets.omni import OMNI_CONFIGS, OmniIML, gate_labels, mask_iou, omni_config
+from forgectl.nets.omni import (
+    OMNI_CONFIGS,
+    OmniIML,
+    gate_labels,
+    grid_profile,
+    mask_iou,
+    omni_config,
+)
 from forgectl.recipes.omni import _crop_boxes
 from forgectl.recipes.omni import recipe as training_recipe
 from forgectl.synth.sample import SynthSample
@@ -35,9 +42,11 @@ def _tiny_recipe_config(crop: int = 64) -> dict:
     return config
 
 
-def _write_weights(folder, with_box_head: bool = True, drop: str | None = None):
+def _write_weights(folder, with_box_head: bool = True, drop: str | None = None,
+                   **model: object):
     torch.manual_seed(0)
     config = _tiny_recipe_config()
+    config["model"].update(model)
     model = OmniIML(config["model"], with_box_head=with_box_head)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     if drop:
@@ -85,6 +94,60 @@ def test_gate_label_rule_needs_a_margin_of_one_tenth():
     assert not bool(gate_labels(_logits(empty), _logits(empty), empty, margin=0.1)[0])
     # A custom margin is honoured.
     assert bool(gate_labels(perfect, _logits(near), target, margin=0.05)[0])
+
+
+def _decoded(rgb: np.ndarray, quality: int) -> np.ndarray:
+    return image_from_bytes(encode_jpeg(rgb, quality), "x.jpg").rgb
+
+
+def _profile(rgb: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+    return grid_profile(x)[0]
+
+
+def test_grid_profile_finds_the_blocking_grid_phase():
+    once = _decoded(natural_image(160, 200, seed=3), 40)
+    prof = _profile(once[:160, :200])
+    assert int(prof[:8].argmax()) == 7 and int(prof[8:].argmax()) == 7  # this file's grid
+    # Cropped 3 columns and 5 rows off the grid: the old boundaries now sit at phases 4 and 2.
+    shifted = _profile(np.ascontiguousarray(once[5:149, 3:187]))
+    assert int(shifted[:8].argmax()) == 4 and int(shifted[8:].argmax()) == 2
+    # Never compressed: no phase stands out as the grid does.
+    plain = _profile(natural_image(160, 200, seed=3))
+    assert float(plain.max()) < 0.5 * float(prof[:8].max())
+    # Scale-free, and shapes checked.
+    x = torch.from_numpy(once.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    torch.testing.assert_close(grid_profile(x), grid_profile(3 * x), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="8k"):
+        grid_profile(torch.zeros(1, 3, 60, 64))
+
+
+def test_a_gate_with_the_grid_profile_starts_as_the_gate_without_it():
+    torch.manual_seed(0)
+    plain = OmniIML(_tiny_recipe_config()["model"]).eval()
+    cfg = _tiny_recipe_config()["model"]
+    cfg["gate_grid_profile"] = True
+    extended = OmniIML(cfg).eval()
+    missing, unexpected = extended.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("gate.profile.") for k in missing)
+    x = torch.randn(2, 3, 64, 64)
+    dct = torch.randint(0, 20, (2, 64, 64))
+    qt = torch.full((2, 8, 8), 5)
+    has_jpeg = torch.tensor([True, True])
+    with torch.no_grad():
+        a = plain(x, dct, qt, has_jpeg)["gate_logit"]
+        b = extended(x, dct, qt, has_jpeg)["gate_logit"]
+        torch.testing.assert_close(a, b)
+        extended.gate.profile[2].weight.fill_(1.0)  # once trained, the profile moves it
+        c = extended(x, dct, qt, has_jpeg)["gate_logit"]
+    assert not torch.allclose(a, c)
+
+
+def test_backend_runs_weights_whose_gate_reads_the_grid_profile(tmp_path):
+    path = _write_weights(tmp_path, gate_grid_profile=True)
+    backend = OmniBackend(weights=path)
+    res = backend.localize(image_from_array(natural_image(96, 128, seed=7), jpeg_quality=90))
+    assert 0.0 <= res.facts["gate_probability"] <= 1.0
 
 
 def test_images_without_jpeg_data_take_the_rgb_route():

@@ -7,6 +7,7 @@ so the task is learnable in a few dozen steps on one core.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -74,22 +75,27 @@ class NoisePatchSource:
 
 
 class ToyNet(nn.Module):
-    """A fixed high-pass residual (as forensic nets start) and three convolutions."""
+    """A fixed high-pass residual (as forensic nets start) and three convolutions (with
+    ``norm``, batch norm after the first; with ``head``, a second, batch-normed 1x1 head added
+    to the output: for partial training)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, head: bool = False, norm: bool = False) -> None:
         super().__init__()
         self.convs = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1),
+            nn.BatchNorm2d(width) if norm else nn.Identity(),
             nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(width, 1, 1),
         )
+        self.head = nn.Sequential(nn.Conv2d(3, 1, 1), nn.BatchNorm2d(1)) if head else None
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 1, H, W) mask logits."""
         residual = rgb - F.avg_pool2d(rgb, 3, 1, 1, count_include_pad=False)
-        return self.convs(10.0 * residual)
+        out = self.convs(10.0 * residual)
+        return out if self.head is None else out + self.head(10.0 * residual)
 
 
 class ToyRecipe(Recipe):
@@ -107,6 +113,8 @@ class ToyRecipe(Recipe):
     }
 
     def build_model(self, config: dict[str, Any]) -> nn.Module:
+        if "model" in config:  # ModelToyRecipe
+            return ToyNet(config["model"]["width"], config["model"]["head"], norm=True)
         return ToyNet(config["width"])
 
     def prepare(
@@ -129,6 +137,13 @@ class ToyRecipe(Recipe):
 
     def predict(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         return torch.sigmoid(model(batch["image"]))
+
+
+class ModelToyRecipe(ToyRecipe):
+    """The toy with its network config under ``model`` (as the real recipes), so a warm start
+    compares network configs."""
+
+    configs = {"tiny": {**ToyRecipe.configs["tiny"], "model": {"width": 8, "head": False}}}
 
 
 class ToyBackend(LearnedBackend):
@@ -157,8 +172,9 @@ def make_trainer(
     resume: bool = False,
     **opts: Any,
 ) -> Trainer:
-    recipe = ToyRecipe()
-    config = dict(recipe.configs["tiny"], steps=steps)
+    recipe = opts.pop("recipe", None) or ToyRecipe()
+    config = {**copy.deepcopy(recipe.configs["tiny"]), "steps": steps,
+              **opts.pop("config", {})}
     data = TrainData(
         train=NoisePatchSource(0),
         val=NoisePatchSource(99),
@@ -439,6 +455,51 @@ def test_warm_start_refuses_weights_of_another_method(tmp_path: Path) -> None:
     (tmp_path / "a" / "toy-tiny.json").write_text(json.dumps({**card, "method": "omni"}))
     with pytest.raises(UsageError, match="holds 'omni' weights"):
         make_trainer(tmp_path / "b", steps=2, init=tmp_path / "a" / "toy-tiny.safetensors").run()
+
+
+def test_trainable_trains_only_those_modules_and_keeps_the_rest_in_inference(
+    tmp_path: Path,
+) -> None:
+    recipe = ModelToyRecipe()
+    head = {"model": {"width": 8, "head": True}}
+    trainer = make_trainer(tmp_path / "a", steps=6, recipe=recipe,
+                           config={**head, "trainable": ["head"]})
+    trainer._build()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    after = final_model(tmp_path / "a")
+    changed = {k[len("model."):] for k, v in after.items() if k.startswith("model.")
+               and k[len("model."):] in before
+               and not torch.equal(v.float(), before[k[len("model."):]].float())}
+    # Weights *and* batch-norm statistics of the frozen part are untouched; the head moved.
+    assert changed and all(k.startswith("head.") for k in changed), changed
+    assert "convs.1.running_mean" in before  # a frozen batch norm that training mode would move
+    assert "head.1.running_mean" in changed
+    with pytest.raises(UsageError, match="has no module nope"):
+        make_trainer(tmp_path / "b", steps=1, recipe=recipe,
+                     config={**head, "trainable": ["nope"]}).run()
+
+
+def test_warm_start_into_an_extended_network_loads_the_rest(tmp_path: Path) -> None:
+    recipe = ModelToyRecipe()
+    make_trainer(tmp_path / "a", steps=4, recipe=recipe, out_dir=tmp_path / "a",
+                 ckpt_every=0).run()
+    init = tmp_path / "a" / "toy-tiny.safetensors"
+    trainer = make_trainer(tmp_path / "b", steps=1, recipe=recipe, init=init,
+                           config={"model": {"width": 8, "head": True}})
+    trainer._build()
+    got = trainer._warm_start(init)
+    assert got["new_tensors"] == ["head.0.bias", "head.0.weight", "head.1.bias",
+                                  "head.1.num_batches_tracked", "head.1.running_mean",
+                                  "head.1.running_var", "head.1.weight"]
+    shipped = load_tensors(init)
+    own = trainer.model.state_dict()
+    assert all(torch.equal(own[k].float(), v.float()) for k, v in shipped.items())
+    # A network that changes a shape does not extend: refused, with the tensor named.
+    wider = make_trainer(tmp_path / "c", steps=1, recipe=recipe, init=init,
+                         config={"model": {"width": 4, "head": False}})
+    with pytest.raises(UsageError, match="does not extend.*convs"):
+        wider.run()
 
 
 def test_resume_with_init_starts_once_and_then_continues_in_legs(tmp_path: Path) -> None:

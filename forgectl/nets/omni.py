@@ -6,7 +6,8 @@ Data flow (strides relative to the input; ``C_s`` = encoder channels at stride s
     dct (B,H,W), qtable (B,8,8) --FrequencyHead--> Q (B,C_8,H/8,W/8)
     fused = ChannelSpatialAttention(V, Q)
     coarse_rgb = aux(V), coarse_fused = aux(fused)          (B,1,H/8,W/8) logits
-    gate = classifier(V, fused, coarse_rgb, coarse_fused)   (B,) logit of "RGB alone is better"
+    gate = classifier(V, fused, coarse_rgb, coarse_fused    (B,) logit of "RGB alone is better"
+                      [, grid_profile(rgb)])                (B,16) blocking-grid phases
     S8 = V where the gate picks RGB else fused              (per image)
     S16, S32 = remaining encoder stages on S8
     S8, S16 = AnomalyEnhancement(S8, S16)                   (+ box branch when training)
@@ -18,6 +19,10 @@ from the two coarse masks against the ground truth: RGB when its IoU beats the f
 ``gate_label`` in :mod:`forgectl.recipes.omni`), and the classifier learns to predict that
 label; at inference the classifier decides. Inputs without JPEG data (``has_jpeg`` False)
 always take the RGB route.
+
+The optional config key ``gate_grid_profile`` (default False) also feeds the gate the image's
+blocking-grid profile (:func:`grid_profile`): the pixel statistic that tells a file saved on its
+own grid from one cropped off an earlier grid and saved again.
 
 Configs are data (:data:`OMNI_CONFIGS`); ``tiny`` is the CPU-trained shipped model, ``paper``
 the published scale (ConvNeXt-B at 512x512), ``tiny-scratch`` the tiny model on a from-scratch
@@ -112,27 +117,75 @@ class CoarseMaskHead(nn.Sequential):
         super().__init__(conv_bn_relu(channels, hidden, 3), nn.Conv2d(hidden, 1, 1))
 
 
-class ModalGateClassifier(nn.Module):
-    """Picks the modality per image from both feature maps and both coarse masks.
+#: Length of :func:`grid_profile`: 8 column phases, then 8 row phases.
+GRID_PROFILE_LEN = 16
 
-    Shapes: ``rgb, fused (B, C, h, w)``, ``coarse_rgb, coarse_fused (B, 1, h, w)`` logits ->
-    ``(B,)`` logit that RGB alone is better.
+
+def grid_profile(image: torch.Tensor) -> torch.Tensor:
+    """Where the image's 8x8 blocking grids lie: the pixel-domain statistic the gate lacks.
+
+    The mean absolute step between neighbouring pixels, split by the phase of the boundary
+    (between column ``x`` and ``x + 1``, phase ``x mod 8``; rows likewise), as the log of each
+    phase's share relative to the mean phase. A JPEG saved on this file's grid raises phase 7;
+    an earlier save on another grid (a crop off the grid, then a re-save) raises another phase,
+    and that is when the DCT stream reads the wrong grid's traces.
+
+    Shapes: ``image`` (B, 3, H, W), H and W multiples of 8 -> (B, 16): columns' phases 0-7, then
+    rows'. Scale-free: a brightness gain leaves it unchanged.
+    """
+    if image.ndim != 4 or image.shape[2] % 8 or image.shape[3] % 8:
+        raise ValueError(f"image must be (B, C, 8k, 8m), got {tuple(image.shape)}")
+    luma = image.mean(dim=1)  # (B, H, W)
+    dx = (luma[:, :, 1:] - luma[:, :, :-1]).abs()  # (B, H, W-1): boundary x | x+1 at x
+    dy = (luma[:, 1:, :] - luma[:, :-1, :]).abs()
+    # Strided slices, not reshapes: the exported graph stays free of size arithmetic, and
+    # phase 7 (one boundary fewer) is a plain mean over what it has.
+    cols = torch.stack([dx[:, :, k::8].mean(dim=(1, 2)) for k in range(8)], 1)  # (B, 8)
+    rows = torch.stack([dy[:, k::8, :].mean(dim=(1, 2)) for k in range(8)], 1)
+    eps = 1e-6
+    prof = torch.cat([cols / (cols.mean(1, keepdim=True) + eps),
+                      rows / (rows.mean(1, keepdim=True) + eps)], 1)
+    return torch.log(prof + 1e-3)
+
+
+class ModalGateClassifier(nn.Module):
+    """Picks the modality per image from both feature maps and both coarse masks (and, with
+    ``grid_profile``, the image's blocking-grid profile).
+
+    Shapes: ``rgb, fused (B, C, h, w)``, ``coarse_rgb, coarse_fused (B, 1, h, w)`` logits,
+    ``profile`` (B, 16) from :func:`grid_profile` or None -> ``(B,)`` logit that RGB alone is
+    better.
+
+    The profile enters through its own small MLP whose output layer starts at zero, so a
+    gate warm-started from weights without it starts with exactly their decisions.
     """
 
-    def __init__(self, channels: int, hidden: int = 64) -> None:
+    def __init__(self, channels: int, hidden: int = 64, grid_profile: bool = False) -> None:
         super().__init__()
         self.body = nn.Sequential(
             conv_bn_relu(2 * channels + 2, hidden, 3, stride=2),
             conv_bn_relu(hidden, hidden, 3, stride=2),
         )
         self.fc = nn.Linear(2 * hidden, 1)
+        self.profile: nn.Sequential | None = None
+        if grid_profile:
+            self.profile = nn.Sequential(nn.Linear(GRID_PROFILE_LEN, 32), nn.ReLU(),
+                                         nn.Linear(32, 1))
+            nn.init.zeros_(self.profile[2].weight)
+            nn.init.zeros_(self.profile[2].bias)
 
     def forward(self, rgb: torch.Tensor, fused: torch.Tensor, coarse_rgb: torch.Tensor,
-                coarse_fused: torch.Tensor) -> torch.Tensor:
+                coarse_fused: torch.Tensor, profile: torch.Tensor | None = None
+                ) -> torch.Tensor:
         x = torch.cat([rgb, fused, torch.sigmoid(coarse_rgb), torch.sigmoid(coarse_fused)], 1)
         x = self.body(x)
         pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-        return self.fc(pooled).squeeze(1)
+        logit = self.fc(pooled).squeeze(1)
+        if self.profile is not None:
+            if profile is None:
+                raise ValueError("this gate reads the grid profile: pass profile")
+            logit = logit + self.profile(profile).squeeze(1)
+        return logit
 
 
 class OmniIML(nn.Module):
@@ -162,7 +215,9 @@ class OmniIML(nn.Module):
         self.fusion = ChannelSpatialAttention(c8, c8, c8, config.get("fusion_reduction", 4))
         self.coarse_rgb = CoarseMaskHead(c8)
         self.coarse_fused = CoarseMaskHead(c8)
-        self.gate = ModalGateClassifier(c8)
+        # Off by default: weights trained before the profile existed build without it.
+        self.gate_grid_profile = bool(config.get("gate_grid_profile", False))
+        self.gate = ModalGateClassifier(c8, grid_profile=self.gate_grid_profile)
 
         an = config["anomaly"]
         self.anomaly = AnomalyEnhancement(c8, c16, an["dim"], an["queries"], an["heads"])
@@ -204,7 +259,9 @@ class OmniIML(nn.Module):
             fused8 = self.fusion(rgb8, self.frequency(dct, qtable))
             out["fused8"] = fused8
             out["coarse_fused"] = self.coarse_fused(fused8)
-            out["gate_logit"] = self.gate(rgb8, fused8, out["coarse_rgb"], out["coarse_fused"])
+            profile = grid_profile(image) if self.gate_grid_profile else None
+            out["gate_logit"] = self.gate(rgb8, fused8, out["coarse_rgb"], out["coarse_fused"],
+                                          profile)
         return out
 
     def forward(self, image: torch.Tensor, dct: torch.Tensor, qtable: torch.Tensor,

@@ -87,6 +87,12 @@ class SampleSource(Protocol):
 # --------------------------------------------------------------------------- configs
 
 
+#: Config keys every recipe accepts (read by the trainer, not by the recipe): ``synth`` (the
+#: engine's settings) and ``trainable`` (module-name prefixes; only their parameters train, the
+#: rest stays frozen and in inference mode, e.g. ``["gate"]`` to fit one head).
+TRAINER_KEYS = ("synth", "trainable")
+
+
 def run_config(
     recipe: Recipe, config_name: str, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -110,8 +116,8 @@ def set_config_value(config: dict[str, Any], key: str, value: Any) -> None:
         UsageError: an unknown top-level key, or a path through a non-mapping.
     """
     parts = key.split(".")
-    if parts[0] not in config and parts[0] != "synth":
-        known = ", ".join(sorted([*config, "synth"]))
+    if parts[0] not in config and parts[0] not in TRAINER_KEYS:
+        known = ", ".join(sorted({*config, *TRAINER_KEYS}))
         raise UsageError(f"unknown config key {parts[0]!r} (known: {known})")
     node = config
     for part in parts[:-1]:
@@ -451,6 +457,7 @@ class Trainer:
     def _build(self) -> None:
         torch.manual_seed(self.opt.seed)
         self.model = self.recipe.build_model(self.config)
+        self._freeze()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise UsageError(f"{self.method} model has no trainable parameters")
@@ -458,6 +465,43 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             params, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay
         )
+
+    def _trainable_prefixes(self) -> tuple[str, ...] | None:
+        value = self.config.get("trainable")
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise UsageError("trainable must be a list of module names, e.g. [\"gate\"]")
+        return tuple(value)
+
+    @staticmethod
+    def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    def _freeze(self) -> None:
+        """With ``trainable``: every parameter outside those modules stops requiring grad."""
+        prefixes = self._trainable_prefixes()
+        if prefixes is None:
+            return
+        modules = dict(self.model.named_modules())
+        unknown = [p for p in prefixes if p not in modules]
+        if unknown:
+            raise UsageError(f"trainable: {self.method} has no module {', '.join(unknown)}")
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(self._under(name, prefixes))
+
+    def _train_mode(self) -> None:
+        """Training mode for the trainable modules only: frozen ones (their batch-norm
+        statistics, dropout) stay as in inference, so they do not drift."""
+        self.model.train()
+        prefixes = self._trainable_prefixes()
+        if prefixes is None:
+            return
+        for name, module in self.model.named_modules():
+            if name and not self._under(name, prefixes):
+                module.training = False  # this module only; its children are visited too
 
     def _identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed by this run."""
@@ -558,13 +602,18 @@ class Trainer:
                              f"not {self.method!r}")
         theirs = (card.get("config") or {}).get("model")
         mine = self.config.get("model")
+        new_tensors: list[str] = []
         if mine is not None and theirs is not None and to_json(theirs) != to_json(mine):
-            raise UsageError(f"--init: {path.name} was trained with another network config "
-                             f"than {self.method} {self.config_name}")
-        load_checked_state(self.model, path)  # every key and shape, or WeightsError
-        self.model.train()  # load_checked_state leaves inference mode
+            # Another network config: allowed only when it adds modules (e.g. a new input to
+            # a head) and keeps every tensor of the file with its shape; the added ones keep
+            # their fresh initialization and are named in the card.
+            new_tensors = self._load_subset(path)
+        else:
+            load_checked_state(self.model, path)  # every key and shape, or WeightsError
+        self._train_mode()  # loading leaves inference mode
         training = card.get("training") or {}
         return {
+            **({"new_tensors": new_tensors} if new_tensors else {}),
             "file": path.name,
             "sha256": sha256_file(path),
             "method": card.get("method"),
@@ -575,6 +624,26 @@ class Trainer:
             "legs": training.get("legs"),
             "init": training.get("init"),
         }
+
+    def _load_subset(self, path: Path) -> list[str]:
+        """Load a file whose tensors are a subset of the model's (same shapes); returns the
+        model's tensors the file lacks. Anything else is a network that does not extend."""
+        from forgectl.weights import read_tensors
+
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in read_tensors(path).items()}
+        own = self.model.state_dict()
+        unexpected = sorted(set(state) - set(own))
+        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if unexpected or wrong:
+            raise UsageError(
+                f"--init: {path.name} was trained with another network config than "
+                f"{self.method} {self.config_name}, one this network does not extend "
+                f"({len(unexpected)} tensors it lacks, {len(wrong)} of another shape; first: "
+                f"{(unexpected + wrong)[0]})"
+            )
+        self.model.load_state_dict(state, strict=False)
+        return sorted(set(own) - set(state))
 
     def _options_dict(self) -> dict[str, Any]:
         return json.loads(to_json(asdict(self.opt)))
@@ -671,7 +740,7 @@ class Trainer:
                     losses.append(float(loss))
                     probs.extend(p[:, 0].float().cpu().numpy())
                     masks.extend(gt.reshape(p.shape)[:, 0].float().cpu().numpy())
-            self.model.train()
+            self._train_mode()
             for key, value in _validation_metrics(probs, masks, losses).items():
                 record[f"val_{key}"] = value
         if self.dev_evaluator is not None:
@@ -746,7 +815,7 @@ class Trainer:
             dataset, self.recipe, s.batch_size, self.step, s.steps, self.opt.workers
         )
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.model.train()
+        self._train_mode()
         with _progress(self.opt.progress, s.steps, self.step, self.method) as bar:
             batches: Iterator[dict[str, Any]] = iter(loader)
             try:
@@ -771,7 +840,8 @@ class Trainer:
                             f"{self.step + 1} ({logs}); lower --lr?"
                         )
                     self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if loss.requires_grad:  # not when no term reached a trainable module
+                        loss.backward()
                     clip = s.grad_clip if s.grad_clip else float("inf")
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
                     self.optimizer.step()
