@@ -143,8 +143,34 @@ def test_a_gate_with_the_grid_profile_starts_as_the_gate_without_it():
     assert not torch.allclose(a, c)
 
 
-def test_backend_runs_weights_whose_gate_reads_the_grid_profile(tmp_path):
-    path = _write_weights(tmp_path, gate_grid_profile=True)
+def test_a_dct_reference_gate_is_labelled_against_the_dct_only_head():
+    torch.manual_seed(0)
+    cfg = _tiny_recipe_config()["model"]
+    cfg["gate_reference"] = "dct"
+    model = OmniIML(cfg).train()
+    x = torch.randn(2, 3, 64, 64)
+    target = torch.zeros(2, 1, 64, 64)
+    target[:, :, 8:40, 8:40] = 1
+    out = model(x, torch.randint(0, 20, (2, 64, 64)), torch.full((2, 8, 8), 5),
+                torch.tensor([True, True]), mask_target=target)
+    small = torch.nn.functional.adaptive_avg_pool2d(target, out["coarse_rgb"].shape[-2:])
+    assert out["coarse_dct"] is not None
+    assert torch.equal(out["gate_label"],
+                       gate_labels(out["coarse_rgb"], out["coarse_dct"], small))
+    config = _tiny_recipe_config()
+    config["model"] = cfg
+    batch = {"image": x, "dct": torch.randint(0, 20, (2, 64, 64)),
+             "qtable": torch.full((2, 8, 8), 5), "has_jpeg": torch.tensor([True, False]),
+             "mask": target, "boxes": [torch.zeros(0, 4), torch.zeros(0, 4)]}
+    _, logs = training_recipe().loss(model, batch, config)
+    assert "coarse_dct" in logs
+    with pytest.raises(ValueError, match="gate_reference"):
+        OmniIML({**cfg, "gate_reference": "depth"})
+
+
+@pytest.mark.parametrize("variant", [{"gate_grid_profile": True}, {"gate_reference": "dct"}])
+def test_backend_runs_weights_of_the_gate_variants(tmp_path, variant):
+    path = _write_weights(tmp_path, **variant)
     backend = OmniBackend(weights=path)
     res = backend.localize(image_from_array(natural_image(96, 128, seed=7), jpeg_quality=90))
     assert 0.0 <= res.facts["gate_probability"] <= 1.0

@@ -197,6 +197,7 @@ class OmniBackend(LearnedBackend):
         that the int8 twin keeps in float (:data:`INT8_KEPT_FLOAT`)."""
         producer = {o: n.op_type for n in graph.graph.node for o in n.output}
         heads = {"/coarse_rgb/coarse_rgb.1/Conv", "/coarse_fused/coarse_fused.1/Conv",
+                 "/coarse_dct/coarse_dct.1/Conv",
                  "/decoder/coarse_head/coarse_head.1/Conv"}
         kept = []
         for node in graph.graph.node:

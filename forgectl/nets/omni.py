@@ -20,6 +20,9 @@ from the two coarse masks against the ground truth: RGB when its IoU beats the f
 label; at inference the classifier decides. Inputs without JPEG data (``has_jpeg`` False)
 always take the RGB route.
 
+The optional config key ``gate_reference`` (default ``"fused"``, the paper) may be ``"dct"``:
+the label and the gate's input then use a coarse head on the DCT stream alone (``coarse_dct``),
+which, unlike the fused one, cannot lean on the RGB features when the DCT holds no trace.
 The optional config key ``gate_grid_profile`` (default False) also feeds the gate the image's
 blocking-grid profile (:func:`grid_profile`): the pixel statistic that tells a file saved on its
 own grid from one cropped off an earlier grid and saved again.
@@ -116,6 +119,9 @@ class CoarseMaskHead(nn.Sequential):
     def __init__(self, channels: int, hidden: int = 32) -> None:
         super().__init__(conv_bn_relu(channels, hidden, 3), nn.Conv2d(hidden, 1, 1))
 
+
+#: What the gate compares the RGB stream with (config ``gate_reference``).
+GATE_REFERENCES = ("fused", "dct")
 
 #: Length of :func:`grid_profile`: 8 column phases, then 8 row phases.
 GRID_PROFILE_LEN = 16
@@ -215,6 +221,14 @@ class OmniIML(nn.Module):
         self.fusion = ChannelSpatialAttention(c8, c8, c8, config.get("fusion_reduction", 4))
         self.coarse_rgb = CoarseMaskHead(c8)
         self.coarse_fused = CoarseMaskHead(c8)
+        # What the gate weighs RGB against (config ``gate_reference``): the fused stream (the
+        # paper), or the DCT stream alone, which cannot fall back on the RGB features and so
+        # shows when the file's DCT holds no trace (its own coarse head, ``coarse_dct``).
+        self.gate_reference = str(config.get("gate_reference", "fused"))
+        if self.gate_reference not in GATE_REFERENCES:
+            raise ValueError(f"gate_reference must be one of {', '.join(GATE_REFERENCES)}, "
+                             f"not {self.gate_reference!r}")
+        self.coarse_dct = CoarseMaskHead(c8) if self.gate_reference == "dct" else None
         # Off by default: weights trained before the profile existed build without it.
         self.gate_grid_profile = bool(config.get("gate_grid_profile", False))
         self.gate = ModalGateClassifier(c8, grid_profile=self.gate_grid_profile)
@@ -256,12 +270,15 @@ class OmniIML(nn.Module):
                                "coarse_rgb": self.coarse_rgb(rgb8), "fused8": None,
                                "coarse_fused": None, "gate_logit": None}
         if bool(has_jpeg.any()):
-            fused8 = self.fusion(rgb8, self.frequency(dct, qtable))
+            freq8 = self.frequency(dct, qtable)
+            fused8 = self.fusion(rgb8, freq8)
             out["fused8"] = fused8
             out["coarse_fused"] = self.coarse_fused(fused8)
+            reference = out["coarse_fused"]
+            if self.coarse_dct is not None:
+                out["coarse_dct"] = reference = self.coarse_dct(freq8)
             profile = grid_profile(image) if self.gate_grid_profile else None
-            out["gate_logit"] = self.gate(rgb8, fused8, out["coarse_rgb"], out["coarse_fused"],
-                                          profile)
+            out["gate_logit"] = self.gate(rgb8, fused8, out["coarse_rgb"], reference, profile)
         return out
 
     def forward(self, image: torch.Tensor, dct: torch.Tensor, qtable: torch.Tensor,
@@ -305,8 +322,9 @@ class OmniIML(nn.Module):
                 route = torch.ones_like(has_jpeg)
             elif mask_target is not None:
                 small = F.adaptive_avg_pool2d(mask_target, head["coarse_rgb"].shape[-2:])
-                gate_label = gate_labels(head["coarse_rgb"].detach(),
-                                         head["coarse_fused"].detach(), small, self.gate_margin)
+                reference = head.get("coarse_dct", head["coarse_fused"])
+                gate_label = gate_labels(head["coarse_rgb"].detach(), reference.detach(), small,
+                                         self.gate_margin)
                 if rgb_known_better is not None:
                     gate_label = gate_label | rgb_known_better.bool()
                 route = gate_label | ~has_jpeg
@@ -328,7 +346,8 @@ class OmniIML(nn.Module):
             box_losses = self.box_head([s8, s16], boxes, tuple(image.shape[-2:]))
         return {
             "mask": mask, "decoder_coarse": dec["coarse"], "coarse_rgb": head["coarse_rgb"],
-            "coarse_fused": head["coarse_fused"], "gate_logit": head["gate_logit"],
+            "coarse_fused": head["coarse_fused"], "coarse_dct": head.get("coarse_dct"),
+            "gate_logit": head["gate_logit"],
             "gate_label": gate_label, "use_rgb": route, "box_losses": box_losses,
         }
 

@@ -161,8 +161,11 @@ class OmniRecipe(Recipe):
             terms["gate"] = F.binary_cross_entropy_with_logits(
                 out["gate_logit"][has_jpeg], out["gate_label"][has_jpeg].float())
             terms["gate_rgb_share"] = out["gate_label"][has_jpeg].float().mean().detach()
+            if out.get("coarse_dct") is not None:  # the gate's reference (gate_reference dct)
+                terms["coarse_dct"] = bce_loss(out["coarse_dct"][has_jpeg], small[has_jpeg])
         weights = dict(config.get("loss_weights", {}))
         weights["gate_rgb_share"] = 0.0  # logged, not optimized
+        weights.setdefault("coarse_dct", weights.get("coarse_fused", 0.4))
         for key, value in out["box_losses"].items():
             terms[key] = value
             weights[key] = weights.get("box", 1.0)
