@@ -362,9 +362,17 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> dict[str, str]:
         plt.close(fig)
         written["methods"] = str(folder / "methods.png")
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        # F1 on the forgeries and, beside it, what the same threshold costs on authentic
+        # images: the two curves an operating point is chosen from.
+        fig, (ax, ax_fp) = plt.subplots(1, 2, figsize=(11, 4.5))
         for m, r in clean.items():
             curve = r["f1_by_threshold"]
+            if curve.get("authentic_fpr") is not None:
+                ax_fp.plot(curve["thresholds"], curve["authentic_fpr"], color=colours[m],
+                           label=m)
+                fpr = r["authentic"].get("fpr")
+                if fpr is not None:
+                    ax_fp.plot([r["threshold"]], [fpr], "o", color=colours[m], ms=5)
             if curve["f1"] is None:
                 continue
             ax.plot(curve["thresholds"], curve["f1"], color=colours[m], label=m)
@@ -372,6 +380,17 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> dict[str, str]:
             ax.plot([t], [f1], "o", color=colours[m], ms=5)
             bt, bf = r["localization"]["best_threshold"], r["localization"]["best_threshold_f1"]
             ax.plot([bt], [bf], "*", color=colours[m], ms=10)
+        ax_fp.set_xlabel("heatmap threshold")
+        ax_fp.set_ylabel("flagged share of authentic images' pixels")
+        ax_fp.set_title("False alarms against threshold (o: the method's mask)", fontsize=10)
+        ax_fp.set_xlim(0, 1)
+        ax_fp.set_ylim(bottom=0)
+        ax_fp.grid(alpha=0.3)
+        if ax_fp.lines:
+            ax_fp.legend(fontsize=8)
+        else:
+            ax_fp.text(0.5, 0.5, "no authentic images", ha="center", va="center",
+                       transform=ax_fp.transAxes)
         ref = next(iter(clean.values()))["localization"].get("f1_flag_everything")
         if ref is not None:
             ax.axhline(ref, color="grey", lw=0.8, ls=":", label="flag every pixel")
