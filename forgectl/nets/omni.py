@@ -29,7 +29,8 @@ own grid from one cropped off an earlier grid and saved again.
 
 Configs are data (:data:`OMNI_CONFIGS`); ``tiny`` is the CPU-trained shipped model, ``paper``
 the published scale (ConvNeXt-B at 512x512), ``tiny-scratch`` the tiny model on a from-scratch
-ConvNeXt V2 backbone (for the backbone comparison).
+ConvNeXt V2 backbone and ``tiny-lite2`` on the pretrained EfficientNet-Lite2 (for the backbone
+comparisons).
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ OMNI_CONFIGS: dict[str, dict[str, Any]] = {
 #: instead of the ImageNet-pretrained EfficientNet-Lite0 (everything else identical).
 OMNI_CONFIGS["tiny-scratch"] = {**copy.deepcopy(OMNI_CONFIGS["tiny"]),
                                 "encoder": "convnextv2_atto", "pretrained": False}
+#: Issue #19's backbone comparison: the tiny config on the larger pretrained EfficientNet-Lite2
+#: (the ``backbones`` extra), everything else identical.
+OMNI_CONFIGS["tiny-lite2"] = {**copy.deepcopy(OMNI_CONFIGS["tiny"]),
+                              "encoder": "efficientnet_lite2"}
 
 
 def omni_config(name: str) -> dict[str, Any]:

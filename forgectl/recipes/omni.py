@@ -1,7 +1,8 @@
 """How Omni-IML is trained on synthetic forgeries (``forgectl train --method omni``).
 
 Configs: ``tiny`` (CPU, shipped as ``weights/omni-tiny``), ``tiny-scratch`` (no ImageNet
-init, for the comparison) and ``paper`` (published scale). The network is
+init) and ``tiny-lite2`` (the larger pretrained Lite2), for the backbone comparisons, and
+``paper`` (published scale). The network is
 :class:`forgectl.nets.omni.OmniIML`; inputs are made as the backend makes them
 (:mod:`forgectl.analysis.network_inputs`).
 """
@@ -74,7 +75,8 @@ class OmniRecipe(Recipe):
                  "warmup_steps": 1000}
         self.configs = {"tiny": _recipe_config("tiny", training),
                         "paper": _recipe_config("paper", paper),
-                        "tiny-scratch": _recipe_config("tiny-scratch", training)}
+                        "tiny-scratch": _recipe_config("tiny-scratch", training),
+                        "tiny-lite2": _recipe_config("tiny-lite2", training)}
 
     def build_model(self, config: dict[str, Any]) -> torch.nn.Module:
         from forgectl.nets.omni import OmniIML
