@@ -284,6 +284,16 @@ def _all_not_applicable(row: dict[str, Any]) -> bool:
     return c["evaluated"] > 0 and c["not_applicable"] == c["evaluated"]
 
 
+def _threshold_axes(ax: Any, ylabel: str, title: str) -> None:
+    """A panel with the heatmap threshold (0 to 1) along x and a quantity from 0 up."""
+    ax.set_xlabel("heatmap threshold")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+
+
 def write_plots(rows: list[dict[str, Any]], folder: Path) -> dict[str, str]:
     """Per-method bars, F1 against threshold, and one sweep chart per perturbation kind."""
     import matplotlib
@@ -380,12 +390,8 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> dict[str, str]:
             ax.plot([t], [f1], "o", color=colours[m], ms=5)
             bt, bf = r["localization"]["best_threshold"], r["localization"]["best_threshold_f1"]
             ax.plot([bt], [bf], "*", color=colours[m], ms=10)
-        ax_fp.set_xlabel("heatmap threshold")
-        ax_fp.set_ylabel("flagged share of authentic images' pixels")
-        ax_fp.set_title("False alarms against threshold (o: the method's mask)", fontsize=10)
-        ax_fp.set_xlim(0, 1)
-        ax_fp.set_ylim(bottom=0)
-        ax_fp.grid(alpha=0.3)
+        _threshold_axes(ax_fp, "flagged share of authentic images' pixels",
+                        "False alarms against threshold (o: the method's mask)")
         if ax_fp.lines:
             ax_fp.legend(fontsize=8)
         else:
@@ -394,12 +400,8 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> dict[str, str]:
         ref = next(iter(clean.values()))["localization"].get("f1_flag_everything")
         if ref is not None:
             ax.axhline(ref, color="grey", lw=0.8, ls=":", label="flag every pixel")
-        ax.set_xlabel("heatmap threshold")
-        ax.set_ylabel("mean per-image F1 (tampered images)")
-        ax.set_title("F1 against threshold (o: the method's mask, *: best threshold)", fontsize=10)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
+        _threshold_axes(ax, "mean per-image F1 (tampered images)",
+                        "F1 against threshold (o: the method's mask, *: best threshold)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         write_bytes(folder / "f1_vs_threshold.png", _figure_png(fig))

@@ -451,6 +451,8 @@ class Trainer:
         #: model card needs when a run spans sessions or machines.
         self.legs: list[dict[str, Any]] = []
         self._leg_wall0 = 0.0
+        #: Module-name prefixes that train (config ``trainable``; None = all), set by _freeze.
+        self._trainable: tuple[str, ...] | None = None
 
     # ----------------------------------------------------------------- set-up
 
@@ -482,7 +484,7 @@ class Trainer:
 
     def _freeze(self) -> None:
         """With ``trainable``: every parameter outside those modules stops requiring grad."""
-        prefixes = self._trainable_prefixes()
+        self._trainable = prefixes = self._trainable_prefixes()
         if prefixes is None:
             return
         modules = dict(self.model.named_modules())
@@ -496,7 +498,7 @@ class Trainer:
         """Training mode for the trainable modules only: frozen ones (their batch-norm
         statistics, dropout) stay as in inference, so they do not drift."""
         self.model.train()
-        prefixes = self._trainable_prefixes()
+        prefixes = self._trainable
         if prefixes is None:
             return
         for name, module in self.model.named_modules():
