@@ -120,13 +120,18 @@ def write_tensors(
 
 
 def load_checked_state(
-    model: torch.nn.Module, path: Path, skip_prefixes: tuple[str, ...] = ()
-) -> None:
+    model: torch.nn.Module, path: Path, skip_prefixes: tuple[str, ...] = (),
+    allow_missing: bool = False,
+) -> list[str]:
     """Load safetensors weights into ``model`` and put it in eval mode.
 
     Tensors are cast to float32 (weights may ship as float16); keys starting with
     ``skip_prefixes`` (training-only heads) are dropped. Every remaining key and shape must
-    match the model the card's config built.
+    match the model the card's config built; with ``allow_missing`` the model may have tensors
+    the file lacks (a network that extends the file's), which keep their values.
+
+    Returns:
+        The model's tensors the file lacked (empty unless ``allow_missing``).
 
     Raises:
         WeightsError: unreadable file, or missing / unexpected / mis-shaped tensors.
@@ -140,14 +145,16 @@ def load_checked_state(
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
+    refused = ([] if allow_missing else missing) + unexpected + wrong
+    if refused:
         raise WeightsError(
             f"{Path(path).name} does not match its model card: {len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors (first: "
-            f"{(missing + unexpected + wrong)[0]})"
+            f"{refused[0]})"
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not allow_missing)
     model.eval()
+    return missing if allow_missing else []
 
 
 def check_digest(path: Path, card: dict[str, Any] | None) -> None:

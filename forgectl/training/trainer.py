@@ -609,7 +609,13 @@ class Trainer:
             # Another network config: allowed only when it adds modules (e.g. a new input to
             # a head) and keeps every tensor of the file with its shape; the added ones keep
             # their fresh initialization and are named in the card.
-            new_tensors = self._load_subset(path)
+            try:
+                new_tensors = load_checked_state(self.model, path, allow_missing=True)
+            except WeightsError as e:
+                raise UsageError(
+                    f"--init: {path.name} was trained with another network config than "
+                    f"{self.method} {self.config_name}, one this network does not extend ({e})"
+                ) from None
         else:
             load_checked_state(self.model, path)  # every key and shape, or WeightsError
         self._train_mode()  # loading leaves inference mode
@@ -626,26 +632,6 @@ class Trainer:
             "legs": training.get("legs"),
             "init": training.get("init"),
         }
-
-    def _load_subset(self, path: Path) -> list[str]:
-        """Load a file whose tensors are a subset of the model's (same shapes); returns the
-        model's tensors the file lacks. Anything else is a network that does not extend."""
-        from forgectl.weights import read_tensors
-
-        state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in read_tensors(path).items()}
-        own = self.model.state_dict()
-        unexpected = sorted(set(state) - set(own))
-        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if unexpected or wrong:
-            raise UsageError(
-                f"--init: {path.name} was trained with another network config than "
-                f"{self.method} {self.config_name}, one this network does not extend "
-                f"({len(unexpected)} tensors it lacks, {len(wrong)} of another shape; first: "
-                f"{(unexpected + wrong)[0]})"
-            )
-        self.model.load_state_dict(state, strict=False)
-        return sorted(set(own) - set(state))
 
     def _options_dict(self) -> dict[str, Any]:
         return json.loads(to_json(asdict(self.opt)))
