@@ -15,9 +15,14 @@ from typing import Any
 
 import numpy as np
 
-#: Heatmap thresholds of the best-threshold and oracle sweeps: 0.00, 0.01, ..., 1.00.
-#: float32 like the heatmaps, so ``heatmap >= t`` here equals the backends' own comparison.
-THRESHOLDS: np.ndarray = np.round(np.linspace(0.0, 1.0, 101), 2).astype(np.float32)
+#: Heatmap thresholds of the best-threshold and oracle sweeps: 0.00, 0.01, ..., 1.00, refined to
+#: steps of 0.001 below 0.05 and above 0.95. The fine ends matter for networks far less sure of
+#: real forgeries than of synthetic ones: omni's best threshold on casia1-dev lies near 0.01,
+#: where a 0.01 grid cannot pick between 5 % and 9 % of authentic pixels flagged. float32 like
+#: the heatmaps, so ``heatmap >= t`` here equals the backends' own comparison.
+THRESHOLDS: np.ndarray = np.unique(np.round(np.concatenate([
+    np.linspace(0.0, 1.0, 101), np.arange(1, 50) / 1000, 1.0 - np.arange(1, 50) / 1000,
+]), 3)).astype(np.float32)
 
 
 def _as_bool_mask(mask: np.ndarray, name: str) -> np.ndarray:

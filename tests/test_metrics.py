@@ -119,9 +119,21 @@ def test_threshold_counts_agree_with_pixel_scores():
     gt = rng.random((16, 16)) < 0.4
     counts = M.threshold_counts(hm, gt)
     f1 = M.f1_from_counts(counts)
-    for k in (0, 13, 50, 77, 100):
+    for k in (0, 13, 50, 77, 100, 150, 190):
         t = float(M.THRESHOLDS[k])
         assert f1[k] == pytest.approx(M.pixel_scores(hm >= t, gt)["f1"])
+
+
+def test_sweep_thresholds_cover_the_unit_interval_finely_at_its_ends():
+    t = M.THRESHOLDS.astype(np.float64)
+    assert M.THRESHOLDS.dtype == np.float32
+    assert t[0] == 0.0 and t[-1] == 1.0 and np.all(np.diff(t) > 0)
+    steps = np.diff(t)
+    # 0.001 apart below 0.05 and above 0.95, 0.01 apart between; the backends' 0.5 is on it.
+    assert np.allclose(steps[t[:-1] < 0.0495], 0.001, atol=1e-6)
+    assert np.allclose(steps[t[1:] > 0.9505], 0.001, atol=1e-6)
+    assert np.allclose(steps[(t[:-1] > 0.0495) & (t[1:] < 0.9505)], 0.01, atol=1e-6)
+    assert np.float32(0.5) in M.THRESHOLDS
 
 
 def test_best_threshold_and_oracle_hand_case():

@@ -206,7 +206,7 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
     for r in rows:
         L, D, A, S, C = r["localization"], r["detection"], r["authentic"], r["speed"], r["counts"]
         best = (
-            f"{L['best_threshold_f1']:.3f} ({L['best_threshold']:.2f})"
+            f"{L['best_threshold_f1']:.3f} ({L['best_threshold']:g})"
             if L["best_threshold_f1"] is not None
             else "-"
         )

@@ -335,7 +335,7 @@ def summarize(
     loc["pixel_auc_ci"] = _ci(M.bootstrap_ci(np.array(aucs), **boot)) if aucs else None
     counts = np.stack([curves[i] for i in tam]) if tam else np.zeros((0, len(thresholds), 3))
     best = M.best_threshold_f1(counts, thresholds)
-    loc["best_threshold"] = _r(best[0], 2) if best else None
+    loc["best_threshold"] = _r(best[0], 3) if best else None
     loc["best_threshold_f1"] = _r(best[1]) if best else None
     loc["oracle_f1"] = _r(M.oracle_f1(counts))
     # Pooled: pixels summed over all images first, so large images weigh more. Shown for
@@ -415,7 +415,7 @@ def summarize(
         "detection": det,
         "authentic": auth,
         "f1_by_threshold": {
-            "thresholds": [round(float(t), 2) for t in thresholds],
+            "thresholds": [round(float(t), 3) for t in thresholds],
             "f1": [round(float(v), 6) for v in f1_curve] if f1_curve is not None else None,
             "authentic_fpr": (
                 [round(float(v), 6) for v in fpr_curve] if fpr_curve is not None else None
