@@ -159,7 +159,8 @@ def train(
     from forgectl.fusion.recipe import FusionRecipe
 
     if isinstance(recipe, FusionRecipe):
-        _fit_fusion(recipe, config, images, dev, out, ship, force)
+        _fit_fusion(recipe, config, images, dev, out, ship, force,
+                    _parse_settings(settings or []))
         return
     evaluator = None
     if dev is not None:
@@ -212,16 +213,19 @@ def train(
 
 
 def _fit_fusion(recipe: object, config: str, images: list[Path], dev: Path | None,
-                out: Path | None, ship: bool, force: bool) -> None:
+                out: Path | None, ship: bool, force: bool,
+                overrides: dict[str, object]) -> None:
     """``train --method auto``: fit the fusion (no gradient steps; docs/methods/auto.md)."""
     from forgectl.errors import InputError
 
+    recipe.config_for(config, overrides)  # type: ignore[attr-defined]  # bad --set: exit 2 now
     if dev is not None and not dev.exists():
         raise InputError(f"--dev: not found: {dev}")
     if ship:
         _check_ship_target("auto", config, force)
     run_dir = _run_dir("auto", config, out, False)
-    card = recipe.fit(config, images, dev, run_dir)  # type: ignore[attr-defined]
+    card = recipe.fit(config, images, dev, run_dir,  # type: ignore[attr-defined]
+                      overrides=overrides)
     weights = run_dir / card["weights"]["file"]
     half_b = card["metrics"].get("dev_half_b") or {}
     parts = [f"{weights} ({card['weights']['parameters']} numbers, "

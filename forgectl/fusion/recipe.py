@@ -5,12 +5,13 @@ Unlike the network recipes this one trains nothing by gradient steps: it writes 
 candidate members over it and over ``--dev`` (cached in the run folder), fits on the synthetic
 set only, chooses the two thresholds on half A of ``--dev`` and reports half B
 (:mod:`forgectl.fusion.fit`), and writes ``auto-<config>.safetensors`` + card into the run
-folder. A newly registered method joins by being named in the config's ``members`` (or with
-``--members``).
+folder. A newly registered method joins by being named in the config's ``members`` (or for one
+fit with ``--set 'members=["omni", "mun"]'``).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
@@ -45,9 +46,33 @@ class FusionRecipe:
     def dev_backend_options(self, config: dict[str, Any]) -> dict[str, Any]:
         return {}
 
+    def config_for(self, config_name: str, overrides: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+        """A copy of the named config with ``--set`` values (dotted keys: ``members``,
+        ``fit.verdict_c``, ``synthetic.n``) applied.
+
+        Raises:
+            UsageError: an unknown config, or a key whose first part the config lacks (the
+                network recipes' trainer keys such as ``lr`` mean nothing here).
+        """
+        from forgectl.training.trainer import set_config_value
+
+        if config_name not in self.configs:
+            raise UsageError(f"auto has no config {config_name!r} (known: "
+                             f"{', '.join(self.configs)})")
+        config = copy.deepcopy(self.configs[config_name])
+        for key, value in (overrides or {}).items():
+            if key.split(".")[0] not in config:
+                raise UsageError(f"auto: unknown config key {key!r} (known: "
+                                 f"{', '.join(config)})")
+            set_config_value(config, key, value)
+        return config
+
     def fit(self, config_name: str, images: list[Path], dev: Path | None, run_dir: Path,
-            members: list[str] | None = None, cache: Path | None = None) -> dict[str, Any]:
-        """Fit into ``run_dir``; returns the card written beside the weights."""
+            members: list[str] | None = None, cache: Path | None = None,
+            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Fit into ``run_dir``; returns the card written beside the weights. ``overrides``:
+        ``--set`` values (:meth:`config_for`)."""
         from forgectl import registry
         from forgectl.evaluation.datasets import load_dataset
         from forgectl.fusion.collect import collect
@@ -60,10 +85,7 @@ class FusionRecipe:
             write_dataset,
         )
 
-        if config_name not in self.configs:
-            raise UsageError(f"auto has no config {config_name!r} (known: "
-                             f"{', '.join(self.configs)})")
-        config = self.configs[config_name]
+        config = self.config_for(config_name, overrides)
         members = members or list(config["members"])
         for m in members:
             if m == "auto" or m not in registry.available():
