@@ -236,6 +236,12 @@ def test_set_reaches_the_fusion_config_and_rejects_unknown_keys(tmp_path, cli):
     assert res.exit_code == 2, res.output
     assert "unknown config key 'nosuch'" in res.output
     assert not (tmp_path / "run").exists()
+    # A network trainer's option would be ignored by the fit: refused, nothing written.
+    res = cli(["train", "-m", "auto", "-i", tmp_path, "--out", tmp_path / "run",
+               "--steps", "100", "--lr", "1e-3"])
+    assert res.exit_code == 2, res.output
+    assert "--steps, --lr do not apply" in res.output and "\n" not in res.output.strip()
+    assert not (tmp_path / "run").exists()
 
 
 def test_column_path_equals_matrix_path(fitted):

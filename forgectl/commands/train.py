@@ -159,6 +159,20 @@ def train(
     from forgectl.fusion.recipe import FusionRecipe
 
     if isinstance(recipe, FusionRecipe):
+        # The fusion takes no gradient steps: an option that only a network trainer reads
+        # would be ignored silently, so it is refused (its own settings go through --set).
+        given = {"--steps": steps, "--batch-size": batch_size, "--lr": lr, "--init": init,
+                 "--kinds": kinds, "--dev-limit": dev_limit, "--resume": resume or None,
+                 "--dtype": None if dtype == "float32" else dtype,
+                 "--best-metric": None if best_metric == "val_f1" else best_metric,
+                 "--pick": None if pick == "best" else pick}
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            from forgectl.errors import UsageError
+
+            raise UsageError(f"train --method {method}: fits a fusion, no gradient steps; "
+                             f"{', '.join(stray)} do not apply (its settings: --set KEY=JSON, "
+                             "docs/methods/auto.md)")
         _fit_fusion(recipe, config, images, dev, out, ship, force,
                     _parse_settings(settings or []))
         return
