@@ -19,11 +19,13 @@ import torch
 from forgectl import registry
 from forgectl.analysis.disturbance import brightness, clipped_values, contrast
 from forgectl.analysis.restoration import (
+    GAIN_SWITCH_MIN_CORRELATION,
     QUANTILE_LEVELS,
     REFERENCE_QUANTILES,
     classical_restore,
     exact_inverse,
     fit_contrast_gain,
+    low_gain_fingerprint,
     refine_decision,
 )
 from forgectl.backends.restorer import Restorer
@@ -773,6 +775,30 @@ def test_decision_turns_a_darkening_shift_into_the_gain_the_histogram_shows():
     # A real shift keeps its type: moving 8-bit levels leaves no gain fingerprint.
     shifted = refine_decision(brightness(_full_range(23), -0.4), "brightness", -0.36, None)
     assert shifted["type"] == "brightness" and "switched_from" not in shifted
+
+
+def test_low_gain_fingerprint_is_found_only_where_a_gain_merged_levels():
+    photo = natural_image(160, 200, seed=21)
+    gain = low_gain_fingerprint(contrast(photo, 0.7))
+    assert gain is not None and abs(gain["beta"] - 0.7) <= 1 / 255
+    assert gain["correlation"] >= GAIN_SWITCH_MIN_CORRELATION
+    assert low_gain_fingerprint(photo) is None
+    assert low_gain_fingerprint(brightness(_full_range(23), -0.4)) is None
+    assert low_gain_fingerprint(contrast(photo, 1.6)) is None  # gaps, not merged levels
+
+
+def test_gain_fingerprint_decides_where_the_classifier_is_unsure(weight_files):
+    # min_confidence=1.0: the classifier never decides, so only the pixels can.
+    unsure = Restorer(weight_files["restore"], tile=32, overlap=8, min_confidence=1.0)
+    dim = contrast(natural_image(160, 200, seed=21), 0.7)
+    out, facts = unsure.restore(dim)
+    assert facts["restored"] and facts["type"] == "contrast" and facts["source"] == "gain_fit"
+    assert abs(facts["beta"] - 0.7) <= 1 / 255 and facts["alpha"] is None
+    assert facts["overruled"]["type"] in DISTURBANCE_CLASSES
+    assert facts["clipped_fraction"] == 0.0
+    assert out.mean() > dim.mean() * 1.3  # undone: values / 0.7
+    same, plain = unsure.restore(natural_image(160, 200, seed=21))
+    assert not plain["restored"] and "overruled" not in plain
 
 
 def test_restorer_runs_only_the_tiles_that_hold_needed_pixels(weight_files):

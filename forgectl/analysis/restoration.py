@@ -204,6 +204,27 @@ LOW_GAIN_RANGE = (0.55, 0.9)
 GAIN_SWITCH_MIN_CORRELATION = 0.7
 
 
+def low_gain_fingerprint(rgb: np.ndarray) -> dict[str, float] | None:
+    """``{"beta", "correlation"}`` of a gain in :data:`LOW_GAIN_RANGE` whose peak pattern the
+    histogram holds with a correlation of at least :data:`GAIN_SWITCH_MIN_CORRELATION`, else
+    None.
+
+    A gain below 1 merges 8-bit levels in a fixed pattern; nothing else that happens to a photo
+    here does (a shift moves levels, JPEG smears the histogram). Measured on undisturbed images
+    (``fit_contrast_gain`` over the range): 0 of the 940 corpus photos and 0 of casia1-dev's 332
+    images (forged and authentic) reach 0.7 (max 0.55 and 0.61), so a fingerprint this strong
+    decides even where the classifier does not.
+
+    Args:
+        rgb: (H, W, 3) uint8 pixels.
+    """
+    lo, hi = LOW_GAIN_RANGE
+    fitted, corr = fit_contrast_gain(rgb, (lo + hi) / 2, span=(hi - lo) / 2)
+    if fitted is None or corr < GAIN_SWITCH_MIN_CORRELATION:
+        return None
+    return {"beta": fitted, "correlation": corr}
+
+
 def refine_decision(
     rgb: np.ndarray, kind: str, alpha: float | None, beta: float | None
 ) -> dict[str, Any]:
@@ -243,16 +264,15 @@ def refine_decision(
             elif -SHIFT_SNAP <= darkest - alpha <= 2 * SHIFT_SNAP:
                 out.update(alpha=round(darkest, 4), source="darkest")
         elif alpha < 0:
-            lo, hi = LOW_GAIN_RANGE
-            fitted, corr = fit_contrast_gain(rgb, (lo + hi) / 2, span=(hi - lo) / 2)
-            if fitted is not None and corr >= GAIN_SWITCH_MIN_CORRELATION:
+            gain = low_gain_fingerprint(rgb)
+            if gain is not None:
                 out.update(
                     type="contrast",
                     alpha=None,
-                    beta=fitted,
+                    beta=gain["beta"],
                     source="gain_fit",
                     switched_from={"type": "brightness", "alpha": alpha},
-                    gain_fit={"beta": fitted, "correlation": corr},
+                    gain_fit=gain,
                 )
             elif brightest > 1 + alpha / 2:
                 out["veto"] = (

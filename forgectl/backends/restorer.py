@@ -34,6 +34,7 @@ from forgectl.analysis.restoration import (
     check_rgb,
     exact_inverse,
     lost_value_range,
+    low_gain_fingerprint,
     refine_decision,
 )
 from forgectl.backends.base import compute_threads
@@ -538,6 +539,17 @@ class Restorer:
         }
         kind, alpha, beta = c.type, c.alpha, c.beta
         if kind == "none" or c.confidence < self.min_confidence:
+            # A gain below 1 leaves an exact fingerprint in the histogram that no undisturbed
+            # image here shows; it decides where the classifier is unsure or sees nothing
+            # (dim photos with black areas are read as darkening shifts or as clean).
+            gain = low_gain_fingerprint(rgb)
+            if gain is not None:
+                facts.update(type="contrast", alpha=None, beta=gain["beta"], source="gain_fit",
+                             veto=None, gain_fit=gain, restored=True,
+                             overruled={"type": c.type, "confidence": c.confidence})
+                lost = clipped_values(rgb, "contrast", None, gain["beta"])
+                facts["clipped_fraction"] = round(float(lost.mean()), 4)
+                return facts
             if not force:
                 facts["restored"] = False
                 return facts
