@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from forgectl import registry
-from forgectl.analysis.copymove import CopyMoveConfig, Keypoints, g2nn_matches
+from forgectl.analysis.copymove import (
+    CopyMoveConfig,
+    Keypoints,
+    analyse,
+    dense_translations,
+    g2nn_matches,
+    working_grey,
+)
 from forgectl.errors import UsageError
 from forgectl.intake import encode_jpeg, image_from_array, image_from_bytes
 from tests.contract import BackendContract
@@ -197,3 +204,53 @@ def test_unknown_option_names_the_valid_ones():
 def test_bad_options_are_usage_errors(options):
     with pytest.raises(UsageError):
         registry.load("copymove", **options)
+
+
+def smooth_host(seed: int) -> np.ndarray:
+    """(256, 384, 3) uint8 grey surface of soft blobs: too few corners for SIFT to match a
+    copy, enough texture for blocks."""
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.normal(0, 1, (256, 384)).astype(np.float32), (0, 0), 6)
+    grey = base / base.std() * 20 + 128 + rng.normal(0, 0.5, (256, 384))
+    return np.clip(np.repeat(grey[..., None], 3, axis=2), 0, 255).astype(np.uint8)
+
+
+def smooth_copy(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 100 x 80 region of :func:`smooth_host` moved by (190, 110): (forged, source, copy)."""
+    host = smooth_host(seed)
+    forged = host.copy()
+    forged[140:220, 230:330] = host[30:110, 40:140]
+    source = np.zeros(host.shape[:2], bool)
+    source[30:110, 40:140] = True
+    return forged, source, np.roll(source, (110, 190), axis=(0, 1))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_dense_blocks_find_a_smooth_copy_that_keypoints_miss(seed):
+    forged, source, target = smooth_copy(seed)
+    assert analyse(forged, CopyMoveConfig(dense=False)).transforms == []  # keypoints miss it
+    dense = registry.load("copymove", dense=True)
+    result = dense.localize(image_from_array(forged))
+    top = result.facts["transforms"][0]
+    assert top["found_by"] == "blocks" and top["shift_px"] == pytest.approx([190, 110], abs=1)
+    assert f1(result.mask, source | target) > 0.6 and result.score > 0.5
+    assert "matching blocks" in dense.reading(result)
+    clean = dense.localize(image_from_array(smooth_host(seed)))
+    assert clean.facts["transforms"] == [] and clean.score == 0.0
+
+
+def test_dense_shift_is_refined_to_the_pixel_after_coarse_matching():
+    forged, _, _ = smooth_copy(1)
+    grey, _ = working_grey(forged, 1600)
+    coarse = dataclasses.replace(CopyMoveConfig(), block_max_side=256)  # at 2/3 size
+    found = dense_translations(grey, coarse)
+    assert found and found[0].origin == "blocks"
+    assert np.abs(found[0].matrix[:, 2]).tolist() == [190.0, 110.0]
+    assert np.allclose(found[0].matrix[:, :2], np.eye(2))
+
+
+@pytest.mark.parametrize("seed", [3, 6])
+def test_dense_blocks_leave_untouched_images_alone(seed):
+    dense = registry.load("copymove", dense=True)
+    result = dense.localize(image_from_array(textured(384, 512, seed=seed)))
+    assert result.facts["transforms"] == [] and result.score == 0.0

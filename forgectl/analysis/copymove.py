@@ -5,6 +5,9 @@ The pipeline follows Amerini et al., "A SIFT-based forensic method for copy-move
 and transformation recovery" (IEEE TIFS 2011) for matching and transform recovery, and Pan & Lyu,
 "Region duplication detection using image feature matching" (IEEE TIFS 2010) for the pixel
 refinement (local correlation between the image and its copy warped by the recovered transform).
+Translated copies of regions too smooth for keypoints come from dense block matching with
+shift-vector voting (:func:`dense_translations`, after Fridrich, Soukal & Lukas, DFRWS 2003),
+refined the same way under stricter confirmation.
 
 Coordinates are ``(x, y)`` pixel positions (OpenCV's order); an affine transform is a (2, 3)
 float64 matrix ``A`` mapping a source point to its copy: ``[x', y'] = A @ [x, y, 1]``.
@@ -53,6 +56,26 @@ class CopyMoveConfig:
             (where correlation is meaningless) stay near 0.
         min_region_fraction: a transform whose refined regions cover less than this fraction of
             the working grid is dropped (the correlation did not confirm the keypoints).
+        dense: also look for translated copies by dense block matching (finds copies of
+            regions too smooth for keypoints; see :func:`dense_translations`).
+        block_size: side of the matched blocks (a multiple of 4: 4 x 4 cell means describe one).
+        block_stride: step between blocks (raised until at most ``max_blocks`` blocks).
+        max_blocks: bound on the blocks matched (time and memory).
+        block_min_std: blocks flatter than this (grey-level standard deviation) are skipped:
+            they match everything.
+        block_tolerance: largest RMS difference of two blocks' cell means to match (grey levels).
+        block_neighbours: nearest blocks examined per block.
+        min_block_votes: blocks that must agree on one shift for it to become a candidate copy.
+        block_min_shift: shortest shift a block match may vote for (pixels): shorter ones are
+            mostly a smooth or periodic surface matching itself next door.
+        max_dense_copies: candidate shifts tried, most votes first.
+        block_max_side: blocks are matched on a grid of at most this longer side (so the block
+            grid stays fine on large photos); the shift is then refined on the working grid.
+        block_min_strength: a block-found copy is kept only when the mean local correlation
+            over its two regions reaches this (keypoint copies need none: their inliers are
+            distinctive points, block votes can come from a merely similar surface).
+        block_min_region_fraction: and only when each of its regions covers this fraction of
+            the working grid.
     """
 
     max_side: int = 1600
@@ -74,6 +97,19 @@ class CopyMoveConfig:
     correlation_threshold: float = 0.6
     variance_floor: float = 4.0
     min_region_fraction: float = 2e-4
+    dense: bool = True
+    block_size: int = 16
+    block_stride: int = 2
+    max_blocks: int = 10000
+    block_min_std: float = 3.0
+    block_tolerance: float = 1.5
+    block_neighbours: int = 8
+    min_block_votes: int = 20
+    block_min_shift: float = 32.0
+    max_dense_copies: int = 3
+    block_max_side: int = 512
+    block_min_strength: float = 0.8
+    block_min_region_fraction: float = 5e-3
 
 
 @dataclass
@@ -101,6 +137,8 @@ class CopyTransform:
         target_points: (K, 2) float32 their matches in the copied region.
         source_mask, target_mask: (h, w) bool refined regions (filled by :func:`refine`).
         strength: (h, w) float32 local correlation inside the regions, in [0, 1].
+        origin: ``keypoints`` (SIFT matches) or ``blocks`` (:func:`dense_translations`; the
+            "inliers" are then the centres of the blocks that voted for the shift).
     """
 
     matrix: np.ndarray
@@ -109,6 +147,7 @@ class CopyTransform:
     source_mask: np.ndarray | None = None
     target_mask: np.ndarray | None = None
     strength: np.ndarray | None = field(default=None, repr=False)
+    origin: str = "keypoints"
 
     @property
     def inliers(self) -> int:
@@ -405,6 +444,13 @@ def _alignment_error(matrix: np.ndarray, src: np.ndarray, dst: np.ndarray) -> fl
     return float(np.median(np.linalg.norm(moved - dst, axis=1)))
 
 
+def _same_copy(matrix: np.ndarray, t: CopyTransform, tol: float) -> bool:
+    """Whether ``matrix`` maps ``t``'s points onto each other (either direction) within
+    ``tol`` pixels: the two describe one copy."""
+    return min(_alignment_error(matrix, t.source_points, t.target_points),
+               _alignment_error(matrix, t.target_points, t.source_points)) <= tol
+
+
 def merge_transforms(
     transforms: list[CopyTransform], config: CopyMoveConfig
 ) -> list[CopyTransform]:
@@ -416,7 +462,7 @@ def merge_transforms(
         for kept in merged:
             forward = _alignment_error(kept.matrix, t.source_points, t.target_points)
             backward = _alignment_error(kept.matrix, t.target_points, t.source_points)
-            if min(forward, backward) <= tol:
+            if min(forward, backward) <= tol:  # as _same_copy, with the direction kept
                 src, dst = (t.source_points, t.target_points)
                 if backward < forward:
                     src, dst = dst, src
@@ -449,6 +495,140 @@ def find_transforms(
         if member.sum() >= config.min_inliers:
             transforms.extend(estimate_transforms(src[member], dst[member], config))
     return merge_transforms(transforms, config)
+
+
+def dense_translations(
+    grey: np.ndarray, config: CopyMoveConfig, threads: int = 1
+) -> list[CopyTransform]:
+    """Candidate translated copies from dense block matching (Fridrich et al. 2003, with
+    shift-vector voting): every ``block_size`` block on a ``block_stride`` grid is described by
+    its 4 x 4 cell means; each finds its nearest blocks in that space, and a match within
+    ``block_tolerance`` that lies at least ``block_min_shift`` away votes for its shift
+    (sign-normalised: a copy and its source vote alike). Shifts with ``min_block_votes``
+    votes become translations whose "inliers" are the voting blocks' centres (``origin
+    "blocks"``); :func:`refine` then has to confirm them, and :func:`analyse` asks more of
+    them than of keypoint copies.
+
+    Keypoints miss copies of smooth objects; blocks need no corners, only some texture
+    (``block_min_std``). Matching runs on a grid of at most ``block_max_side``; the shift is
+    then refined to the pixel on ``grey`` (:func:`_refine_shift`).
+
+    Args:
+        grey: (h, w) uint8 working-grid luma.
+
+    Returns:
+        Up to ``max_dense_copies`` translations on ``grey``'s grid, most votes first (masks
+        not yet refined).
+    """
+    from scipy.spatial import cKDTree  # here, as scipy.cluster below: import cost
+
+    b = config.block_size
+    h, w = grey.shape
+    factor = min(1.0, config.block_max_side / max(h, w))
+    small = grey
+    if factor < 1.0:
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape
+    if b % 4 or sh < 2 * b or sw < 2 * b:
+        return []
+    stride = max(1, config.block_stride)
+    while ((sh - b) // stride + 1) * ((sw - b) // stride + 1) > config.max_blocks:
+        stride += 1
+    plane = small.astype(np.float32)
+    cell = b // 4
+    # Mean of the cell x cell square whose top-left corner is at each pixel, and the block's
+    # mean and mean square likewise.
+    cells = cv2.boxFilter(plane, -1, (cell, cell), anchor=(0, 0), borderType=cv2.BORDER_REFLECT)
+    mean = cv2.boxFilter(plane, -1, (b, b), anchor=(0, 0), borderType=cv2.BORDER_REFLECT)
+    square = cv2.boxFilter(plane * plane, -1, (b, b), anchor=(0, 0),
+                           borderType=cv2.BORDER_REFLECT)
+    gy, gx = (a.ravel() for a in np.meshgrid(np.arange(0, sh - b + 1, stride),
+                                             np.arange(0, sw - b + 1, stride), indexing="ij"))
+    textured = np.sqrt(np.maximum(square[gy, gx] - mean[gy, gx] ** 2, 0.0)) >= config.block_min_std
+    gy, gx = gy[textured], gx[textured]
+    if len(gy) <= max(config.block_neighbours, config.min_block_votes):
+        return []
+    corners = np.arange(4) * cell
+    features = np.stack([cells[gy + dy, gx + dx] for dy in corners for dx in corners], axis=1)
+    k = min(config.block_neighbours + 1, len(features))
+    # A k-d tree with the tolerance as its search radius: 16-dimensional cell means of smooth
+    # blocks have many near ties, which the exhaustive SIFT shortlist handles slowly.
+    limit = config.block_tolerance * 4.0  # RMS over the 16 cell means <= tolerance
+    dist, idx = cKDTree(features).query(features, k=k, distance_upper_bound=limit + 1e-6,
+                                        workers=max(1, threads))
+    dist, idx = dist.reshape(len(features), k), idx.reshape(len(features), k)
+    found_one = idx < len(features)  # missing neighbours come back as index n, distance inf
+    idx = np.where(found_one, idx, 0)
+    shift = np.stack([gx[idx] - gx[:, None], gy[idx] - gy[:, None]], axis=2)
+    reach = max(config.min_match_distance, config.block_min_shift) * factor
+    ok = found_one & (np.hypot(shift[..., 0], shift[..., 1]) >= reach) & (dist <= limit)
+    first = np.argmax(ok, axis=1)  # each block's nearest acceptable match
+    rows = np.nonzero(ok[np.arange(len(ok)), first])[0]
+    vec = shift[rows, first[rows]].astype(np.int64)
+    # Aperture: a block on a straight edge or ramp matches itself anywhere along it, so its
+    # vote says nothing about a copy. Keep a vote only if moving the block half its side
+    # along the shift changes it by more than twice the tolerance.
+    step = np.round(vec * ((b / 2) / np.hypot(vec[:, 0], vec[:, 1]))[:, None]).astype(np.int64)
+    ax = np.clip(gx[rows] + step[:, 0], 0, sw - b)
+    ay = np.clip(gy[rows] + step[:, 1], 0, sh - b)
+    moved = np.stack([cells[ay + dy, ax + dx] for dy in corners for dx in corners], axis=1)
+    distinct = np.linalg.norm(moved - features[rows], axis=1) > 2 * limit
+    rows, vec = rows[distinct], vec[distinct]
+    if len(rows) < config.min_block_votes:
+        return []
+    flip = (vec[:, 0] < 0) | ((vec[:, 0] == 0) & (vec[:, 1] < 0))
+    vec[flip] *= -1
+    src = np.stack([gx[rows], gy[rows]], axis=1).astype(np.float64) + b / 2.0
+    src[flip] -= vec[flip]  # the block the normalised shift starts from
+    keys, counts = np.unique(vec, axis=0, return_counts=True)
+    found: list[CopyTransform] = []
+    taken = np.zeros(len(vec), bool)
+    for i in np.argsort(-counts, kind="stable"):
+        if len(found) >= config.max_dense_copies:
+            break
+        # Votes within one grid step of this shift count for it (the grid samples shifts).
+        near = (np.abs(vec - keys[i]).max(axis=1) <= stride) & ~taken
+        if near.sum() < config.min_block_votes:
+            continue
+        taken |= near
+        s_pts = src[near] / factor
+        guess = np.median(vec[near], axis=0) / factor
+        d = _refine_shift(grey, s_pts, guess, b / factor, radius=int(np.ceil(stride / factor)))
+        matrix = np.array([[1.0, 0.0, d[0]], [0.0, 1.0, d[1]]])
+        found.append(CopyTransform(matrix, s_pts.astype(np.float32),
+                                   (s_pts + d).astype(np.float32), origin="blocks"))
+    return found
+
+
+def _refine_shift(
+    grey: np.ndarray, centres: np.ndarray, guess: np.ndarray, size: float, radius: int
+) -> np.ndarray:
+    """The integer shift within ``radius`` of ``guess`` that best maps the ``size`` squares
+    around ``centres`` onto the image, as (dx, dy) float: least median (over squares) of the
+    mean squared difference, so squares that straddle the copy's edge do not pull it off."""
+    h, w = grey.shape
+    plane = grey.astype(np.float32)
+    half = max(2, int(round(size / 2)))
+    base = np.round(guess).astype(np.int64)
+    # At most 64 squares (evenly spread): the shift is one number per axis.
+    corners = np.round(centres[:: max(1, len(centres) // 64)]).astype(np.int64) - half
+    best, best_cost = base.astype(np.float64), np.inf
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            d = base + (dx, dy)
+            costs = []
+            for x0, y0 in corners:
+                x1, y1 = x0 + d[0], y0 + d[1]
+                if min(x0, y0, x1, y1) < 0 or max(x0, x1) + 2 * half > w or \
+                        max(y0, y1) + 2 * half > h:
+                    continue
+                diff = (plane[y0:y0 + 2 * half, x0:x0 + 2 * half]
+                        - plane[y1:y1 + 2 * half, x1:x1 + 2 * half])
+                costs.append(float((diff * diff).mean()))
+            if costs and float(np.median(costs)) < best_cost:
+                best, best_cost = d.astype(np.float64), float(np.median(costs))
+    return best
 
 
 def local_correlation(
@@ -661,6 +841,21 @@ def analyse(
         correlation = np.maximum(correlation, t.strength)
         if t.source_mask.sum() >= min_area and t.target_mask.sum() >= min_area:
             confirmed.append(t)
+    if config.dense:
+        block_area = max(min_area, config.block_min_region_fraction * grey.size)
+        tol = 2 * config.ransac_threshold
+        for t in dense_translations(grey, config, threads):
+            if any(_same_copy(kept.matrix, t, tol) for kept in confirmed):
+                continue  # the keypoints found this copy already
+            refine(grey, t, config, threads)
+            assert t.source_mask is not None and t.target_mask is not None
+            assert t.strength is not None
+            correlation = np.maximum(correlation, t.strength)
+            region = t.source_mask | t.target_mask
+            if (t.source_mask.sum() >= block_area and t.target_mask.sum() >= block_area
+                    and float(t.strength[region].mean()) >= config.block_min_strength):
+                confirmed.append(t)
+        confirmed.sort(key=lambda t: -t.inliers)
     return CopyMoveAnalysis(scale, keypoints, pairs, confirmed, correlation)
 
 

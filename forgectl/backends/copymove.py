@@ -6,9 +6,10 @@ against all others (generalized 2NN), clusters the matches, fits an affine trans
 cluster with RANSAC, and marks both regions where the image correlates with itself under that
 transform. It stays silent (score 0, empty mask) unless a transform has at least
 ``min_inliers`` (default 5) distinct inlier keypoints and its regions are confirmed by the
-correlation. Blind to copies of flat or low-texture regions (no keypoints) and to content
-brought in from another image; genuinely repeated structures (facade windows, tiles) are
-duplicates too and get flagged.
+correlation. Dense block matching (``dense``, on by default) adds translated copies of regions
+too smooth for keypoints, under stricter confirmation. Blind to copies of flat regions and to
+content brought in from another image; genuinely repeated structures (facade windows, tiles)
+are duplicates too and get flagged.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def transform_facts(t: CopyTransform, scale: float) -> dict[str, Any]:
     return {
         "matrix": [[round(float(v), 4) for v in row] for row in matrix],
         "inliers": t.inliers,
+        "found_by": t.origin,
         "rotation_deg": round(shape["rotation_deg"], 2),
         "scale": round(shape["scale"], 4),
         "shift_px": [round(float(shift[0]), 1), round(float(shift[1]), 1)],
@@ -103,7 +105,8 @@ class CopyMoveBackend(Backend):
 
     spec = MethodSpec(
         name="copymove",
-        summary="Copy-move: SIFT g2NN matching + affine RANSAC; marks source and copy",
+        summary="Copy-move: SIFT g2NN matching + affine RANSAC, dense blocks for "
+        "translations; marks source and copy",
         kind="classical",
         paper="I. Amerini et al., 'A SIFT-based forensic method for copy-move attack detection "
         "and transformation recovery', IEEE TIFS 2011",
@@ -145,6 +148,26 @@ class CopyMoveBackend(Backend):
                "areas stay near 0", minimum=0.0),
         Option("min_region_fraction", 2e-4, "copies whose refined regions cover less of the "
                "image are dropped", minimum=0.0, maximum=1.0),
+        Option("dense", True, "also match dense blocks for translated copies of smooth "
+               "regions (more copies found, more false alarms: docs/methods/copymove.md)"),
+        Option("block_size", 16, "dense: side of a matched block (a multiple of 4)", minimum=8),
+        Option("block_stride", 2, "dense: step between blocks", minimum=1),
+        Option("max_blocks", 10000, "dense: most blocks matched (the stride grows)", minimum=100),
+        Option("block_min_std", 3.0, "dense: flatter blocks (grey-level std) are skipped",
+               minimum=0.0),
+        Option("block_tolerance", 1.5, "dense: largest RMS difference of matching blocks' "
+               "cell means (grey levels)", minimum=0.0),
+        Option("block_neighbours", 8, "dense: nearest blocks examined per block", minimum=1),
+        Option("min_block_votes", 20, "dense: blocks that must agree on a shift", minimum=3),
+        Option("block_min_shift", 32.0, "dense: shortest shift a block match votes for, "
+               "pixels", minimum=0.0),
+        Option("max_dense_copies", 3, "dense: candidate shifts tried", minimum=1),
+        Option("block_max_side", 512, "dense: longer side of the grid blocks are matched on",
+               minimum=64),
+        Option("block_min_strength", 0.8, "dense: mean correlation a block-found copy's "
+               "regions need", minimum=0.0, maximum=1.0),
+        Option("block_min_region_fraction", 5e-3, "dense: fraction of the image each region "
+               "of a block-found copy must cover", minimum=0.0, maximum=1.0),
     )
 
     def check_options(self) -> None:
@@ -154,6 +177,7 @@ class CopyMoveBackend(Backend):
         require(opt["min_scale"] <= opt["max_scale"], "copymove needs min_scale <= max_scale")
         require(opt["correlation_threshold"] < 1.0,
                 "copymove option correlation_threshold must be below 1")
+        require(opt["block_size"] % 4 == 0, "copymove option block_size must be a multiple of 4")
 
     @property
     def config(self) -> CopyMoveConfig:
@@ -218,4 +242,6 @@ class CopyMoveBackend(Backend):
             else f"a translation of {shift}"
         )
         more = f"; {len(copies) - 1} more copied pair(s) found" if len(copies) > 1 else ""
-        return f"2 regions match each other under {how} ({top['inliers']} inlier keypoints){more}"
+        support = ("matching blocks" if top.get("found_by") == "blocks"
+                   else "inlier keypoints")
+        return f"2 regions match each other under {how} ({top['inliers']} {support}){more}"
