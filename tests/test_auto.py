@@ -272,3 +272,11 @@ def test_shipped_fusion_was_fitted_on_the_shipped_member_weights():
     for member, sha in recorded.items():
         shipped = registry.load(member, runtime="torch").weights_sha256
         assert sha == shipped, f"auto was fitted on another {member}: refit it"
+    # Likewise a member's changed default option (copymove's block stage was one).
+    from forgectl.fusion.collect import member_options
+
+    options = card["training"]["member_options"]
+    assert set(options) == set(card["config"]["members"])
+    for member, recorded_options in options.items():
+        assert member_options(registry.load(member)) == recorded_options, (
+            f"auto was fitted with other {member} options: refit it")

@@ -9,6 +9,7 @@ Heatmaps are cached as float16 (the fusion's features do not need more).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -51,9 +52,20 @@ class LabelledImage:
     manipulation: str = ""
 
 
+def member_options(backend: Backend) -> dict[str, object]:
+    """A member's resolved options as JSON values (tuples become lists): with its weights,
+    what decides its outputs, so the fusion's card records them and the cache is keyed by
+    them."""
+    return json.loads(json.dumps(backend.options, sort_keys=True, default=str))
+
+
 def _member_id(backend: Backend) -> str:
-    digest = backend.weights_sha256
-    return (digest or "classical")[:16]
+    """Cache key of a member's outputs: its weights and its options (a changed default, such
+    as copymove's block stage, must not reuse outputs made without it). A change of code
+    alone is not seen: start a fit with code changes in a new run folder."""
+    digest = (backend.weights_sha256 or "classical")[:16]
+    options = json.dumps(member_options(backend), sort_keys=True).encode()
+    return f"{digest}-{hashlib.sha256(options).hexdigest()[:8]}"
 
 
 def collect(

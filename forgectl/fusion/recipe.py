@@ -129,7 +129,8 @@ class FusionRecipe:
             "config_name": config_name,
             "config": {"fit": cfg.to_dict(), "synthetic": syn},
             "training": {"recipe": "FusionRecipe", "wall_s": round(time.monotonic() - start, 1),
-                         "member_weights": member_names, "member_sha256": member_shas},
+                         "member_weights": member_names, "member_sha256": member_shas,
+                         "member_options": _member_option_sets(members)},
             "data": {"synthetic": str(synth_dir), "synthetic_images": int((~data.real).sum()),
                      "dev": str(dev) if dev is not None else None,
                      "dev_images": int(data.real.sum()),
@@ -141,6 +142,15 @@ class FusionRecipe:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         return model.save(run_dir / f"auto-{config_name}.safetensors", card)
+
+
+def _member_option_sets(members: list[str]) -> dict[str, dict[str, object]]:
+    """Each member's options as the fit ran it (its defaults): a changed default changes the
+    features the fusion was fitted on, and a test compares these with the current ones."""
+    from forgectl import registry
+    from forgectl.fusion.collect import member_options
+
+    return {m: member_options(registry.load(m)) for m in members}
 
 
 def _member_files(members: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
