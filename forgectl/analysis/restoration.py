@@ -212,7 +212,8 @@ def low_gain_fingerprint(rgb: np.ndarray) -> dict[str, float] | None:
     A gain below 1 merges 8-bit levels in a fixed pattern; nothing else that happens to a photo
     here does (a shift moves levels, JPEG smears the histogram). Measured on undisturbed images
     (``fit_contrast_gain`` over the range): 0 of the 940 corpus photos and 0 of casia1-dev's 332
-    images (forged and authentic) reach 0.7 (max 0.55 and 0.61), so a fingerprint this strong
+    images (forged and authentic) reach 0.7 (max 0.55 and 0.61;
+    ``benchmarks/gain_fingerprint_scan.py``), so a fingerprint this strong
     decides even where the classifier does not.
 
     Args:
