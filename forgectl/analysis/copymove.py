@@ -606,29 +606,39 @@ def _refine_shift(
 ) -> np.ndarray:
     """The integer shift within ``radius`` of ``guess`` that best maps the ``size`` squares
     around ``centres`` onto the image, as (dx, dy) float: least median (over squares) of the
-    mean squared difference, so squares that straddle the copy's edge do not pull it off."""
+    mean squared difference, so squares that straddle the copy's edge do not pull it off.
+    A wide search (blocks matched on a much smaller grid) goes coarse to fine: every
+    ``radius // 3`` pixels first, then every pixel around the best."""
     h, w = grey.shape
     plane = grey.astype(np.float32)
     half = max(2, int(round(size / 2)))
-    base = np.round(guess).astype(np.int64)
     # At most 64 squares (evenly spread): the shift is one number per axis.
     corners = np.round(centres[:: max(1, len(centres) // 64)]).astype(np.int64) - half
-    best, best_cost = base.astype(np.float64), np.inf
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            d = base + (dx, dy)
-            costs = []
-            for x0, y0 in corners:
-                x1, y1 = x0 + d[0], y0 + d[1]
-                if min(x0, y0, x1, y1) < 0 or max(x0, x1) + 2 * half > w or \
-                        max(y0, y1) + 2 * half > h:
-                    continue
-                diff = (plane[y0:y0 + 2 * half, x0:x0 + 2 * half]
-                        - plane[y1:y1 + 2 * half, x1:x1 + 2 * half])
-                costs.append(float((diff * diff).mean()))
-            if costs and float(np.median(costs)) < best_cost:
-                best, best_cost = d.astype(np.float64), float(np.median(costs))
-    return best
+
+    def cost(d: np.ndarray) -> float:
+        costs = []
+        for x0, y0 in corners:
+            x1, y1 = x0 + d[0], y0 + d[1]
+            if min(x0, y0, x1, y1) < 0 or max(x0, x1) + 2 * half > w or \
+                    max(y0, y1) + 2 * half > h:
+                continue
+            diff = (plane[y0:y0 + 2 * half, x0:x0 + 2 * half]
+                    - plane[y1:y1 + 2 * half, x1:x1 + 2 * half])
+            costs.append(float((diff * diff).mean()))
+        return float(np.median(costs)) if costs else np.inf
+
+    def search(centre: np.ndarray, reach: int, step: int) -> np.ndarray:
+        offsets = range(-reach, reach + 1, step)
+        shifts = [centre + (dx, dy) for dy in offsets for dx in offsets]
+        costs = [cost(d) for d in shifts]
+        return shifts[int(np.argmin(costs))] if np.isfinite(min(costs)) else centre
+
+    best = np.round(guess).astype(np.int64)
+    step = max(1, radius // 3)
+    if step > 1:
+        best = search(best, radius - radius % step, step)
+    return search(best, step, 1).astype(np.float64) if step > 1 else \
+        search(best, radius, 1).astype(np.float64)
 
 
 def local_correlation(
