@@ -538,26 +538,28 @@ class Restorer:
             "min_confidence": self.min_confidence,
         }
         kind, alpha, beta = c.type, c.alpha, c.beta
+        gain = None
         if kind == "none" or c.confidence < self.min_confidence:
             # A gain below 1 leaves an exact fingerprint in the histogram that no undisturbed
             # image here shows; it decides where the classifier is unsure or sees nothing
             # (dim photos with black areas are read as darkening shifts or as clean).
             gain = low_gain_fingerprint(rgb)
             if gain is not None:
-                facts.update(type="contrast", alpha=None, beta=gain["beta"], source="gain_fit",
-                             veto=None, gain_fit=gain, restored=True,
-                             overruled={"type": c.type, "confidence": c.confidence})
-                lost = clipped_values(rgb, "contrast", None, gain["beta"])
-                facts["clipped_fraction"] = round(float(lost.mean()), 4)
-                return facts
-            if not force:
+                facts["overruled"] = {"type": c.type, "confidence": c.confidence}
+            elif not force:
                 facts["restored"] = False
                 return facts
-            kind = max(("brightness", "contrast"), key=lambda k: c.probabilities[k])
-            alpha = c.alpha_head if kind == "brightness" else None
-            beta = c.beta_head if kind == "contrast" else None
-            facts["forced"] = {"type": kind, "alpha": alpha, "beta": beta}
-        checked = refine_decision(rgb, kind, alpha, beta)
+            else:
+                kind = max(("brightness", "contrast"), key=lambda k: c.probabilities[k])
+                alpha = c.alpha_head if kind == "brightness" else None
+                beta = c.beta_head if kind == "contrast" else None
+                facts["forced"] = {"type": kind, "alpha": alpha, "beta": beta}
+        checked = (
+            {"type": "contrast", "alpha": None, "beta": gain["beta"], "source": "gain_fit",
+             "veto": None, "gain_fit": gain}
+            if gain is not None
+            else refine_decision(rgb, kind, alpha, beta)
+        )
         facts.update(checked)
         if checked["veto"]:
             facts["classifier_type"] = kind

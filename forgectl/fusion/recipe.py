@@ -122,7 +122,7 @@ class FusionRecipe:
         cfg = FitConfig(**config["fit"])
         data = prepare(examples, members, dev.name if dev is not None else None, cfg.seed)
         model, report = fit_all(data, cfg, say)
-        member_names, member_shas = _member_files(members)
+        member_names, member_shas, member_option_sets = _member_files(members)
         card = {
             "format": "forgectl.model_card/1",
             "method": "auto",
@@ -130,7 +130,7 @@ class FusionRecipe:
             "config": {"fit": cfg.to_dict(), "synthetic": syn},
             "training": {"recipe": "FusionRecipe", "wall_s": round(time.monotonic() - start, 1),
                          "member_weights": member_names, "member_sha256": member_shas,
-                         "member_options": _member_option_sets(members)},
+                         "member_options": member_option_sets},
             "data": {"synthetic": str(synth_dir), "synthetic_images": int((~data.real).sum()),
                      "dev": str(dev) if dev is not None else None,
                      "dev_images": int(data.real.sum()),
@@ -144,33 +144,30 @@ class FusionRecipe:
         return model.save(run_dir / f"auto-{config_name}.safetensors", card)
 
 
-def _member_option_sets(members: list[str]) -> dict[str, dict[str, object]]:
-    """Each member's options as the fit ran it (its defaults): a changed default changes the
-    features the fusion was fitted on, and a test compares these with the current ones."""
+def _member_files(
+    members: list[str],
+) -> tuple[dict[str, str | None], dict[str, str], dict[str, dict[str, object]]]:
+    """Each member's weights file name as it runs (None for classical members), the sha256 of
+    each learned member's weights file itself (not the ONNX twin its default runtime may run),
+    and each member's options (its defaults): the fusion's numbers hold for these files and
+    options only (a retrained member or a changed default calls for a refit; a test compares
+    them with the shipped ones)."""
     from forgectl import registry
     from forgectl.fusion.collect import member_options
 
-    return {m: member_options(registry.load(m)) for m in members}
-
-
-def _member_files(members: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
-    """Each member's weights file name as it runs (None for classical members), and the
-    sha256 of each learned member's weights file itself (not the ONNX twin its default runtime
-    may run): the fusion's numbers hold for these files only (a retrained member calls for a
-    refit; a test compares them with the shipped files)."""
-    from forgectl import registry
-
     names: dict[str, str | None] = {}
     shas: dict[str, str] = {}
+    options: dict[str, dict[str, object]] = {}
     for m in members:
         backend = registry.load(m)
         names[m] = backend.weights_id
+        options[m] = member_options(backend)
         if backend.weights_id is None:  # a classical member
             continue
         if backend.runtime != "torch":
             backend = registry.load(m, runtime="torch")
         shas[m] = backend.weights_sha256
-    return names, shas
+    return names, shas, options
 
 
 def _member_seconds(examples: list[Any], members: list[str]) -> dict[str, float]:
