@@ -18,7 +18,14 @@ from forgectl import metrics as M
 from forgectl import registry
 from forgectl.errors import UsageError, WeightsError
 from forgectl.fusion.collect import LabelledImage
-from forgectl.fusion.features import PIXEL_FEATURES, MemberOutput, image_features, pixel_features
+from forgectl.fusion.features import (
+    IMAGE_FEATURES,
+    PIXEL_FEATURES,
+    MemberOutput,
+    image_features,
+    member_stats,
+    pixel_features,
+)
 from forgectl.fusion.fit import FitConfig, evaluate, fit_all, fit_model, predict, prepare
 from forgectl.fusion.model import FusionModel
 from forgectl.intake import image_from_array
@@ -105,7 +112,54 @@ def test_blind_member_has_zero_features():
     n = len(PIXEL_FEATURES)
     assert px.shape == (80, 2 * n)
     assert not px[:, n:].any() and px[:, n - 1].all()  # ``applicable`` column of ela
-    assert image_features(outs)[5:].sum() == 0
+    assert image_features(outs)[len(IMAGE_FEATURES):].sum() == 0
+
+
+def test_peak_is_a_region_not_a_pixel_at_any_size():
+    """One hot pixel barely moves the peak; a lit region a tenth of the side wide reaches its
+    value whether the map is CASIA-sized or 12 MP-sized (the box follows the image)."""
+    for h, w in ((256, 384), (3000, 4000)):
+        hm = np.zeros((h, w), np.float32)
+        hm[h // 2, w // 2] = 1.0
+        assert member_stats(MemberOutput("m", hm, 0.0, True)).peak < 0.05
+        hm[h // 3: h // 3 + h // 10, w // 3: w // 3 + w // 10] = 0.8
+        assert member_stats(MemberOutput("m", hm, 0.0, True)).peak == pytest.approx(0.8, abs=0.01)
+
+
+def test_tree_verdict_walks_exactly_the_fitted_trees():
+    """The numpy walk of the exported trees gives scikit-learn's own logits, and a tree
+    verdict fits, separates, saves and loads like the logistic one."""
+    from forgectl.fusion.fit import _fit_tree_verdict
+
+    rng = np.random.default_rng(3)
+    x = rng.random((200, 6)).astype(np.float32)
+    y = x[:, 1] * x[:, 4] + 0.1 * rng.random(200) > 0.3  # an interaction no line draws
+    arrays, logits = _fit_tree_verdict(x, y, FitConfig(verdict="trees", verdict_trees=40))
+    probe = FusionModel(members=["m"], arrays={
+        **arrays, "pixel_mean": np.zeros(2), "pixel_scale": np.ones(2),
+        "hidden_w": np.zeros((2, 0)), "hidden_b": np.zeros(0), "out_w": np.zeros(2),
+        "out_b": np.zeros(1)})
+    walked = np.array([probe.verdict(v) for v in x])
+    np.testing.assert_allclose(walked, 1 / (1 + np.exp(-logits)), rtol=1e-6, atol=1e-9)
+    assert probe.verdict_kind == "trees" and M.image_auc(walked, y) > 0.95
+    partial = dict(probe.arrays)
+    del partial["verdict_tree_left"]
+    with pytest.raises(WeightsError, match="part of a tree verdict"):
+        FusionModel(members=["m"], arrays=partial)
+
+
+def test_tree_verdict_fit_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    examples = [_example(i, rng, i % 2 == 0, "synthetic") for i in range(60)]
+    data = prepare(examples, MEMBERS, None)
+    model = fit_model(data, np.arange(len(examples)), FitConfig(hidden=0, verdict="trees"))
+    assert model.verdict_kind == "trees" and "verdict_coef" not in model.arrays
+    scores = np.array([predict(model, ex)[0] for ex in examples])
+    assert M.image_auc(scores, data.labels) > 0.95
+    path = tmp_path / "auto-tiny.safetensors"
+    model.save(path, {"format": "forgectl.model_card/1", "method": "auto"})
+    again = FusionModel.load(path)
+    assert [predict(again, ex)[0] for ex in examples] == pytest.approx(list(scores), abs=1e-9)
 
 
 def test_map_threshold_reads_one_half(fitted):

@@ -45,9 +45,9 @@ class AutoBackend(Backend):
         kind="fusion",
         uses_jpeg=True,
         weights="auto-tiny.safetensors",
-        paper="forgectl's own: a per-pixel perceptron and a logistic verdict over the members' "
-              "maps and scores, fitted on synthetic forgeries, thresholds chosen on half of a "
-              "real dev set (docs/methods/auto.md)",
+        paper="forgectl's own: a per-pixel logistic map and a boosted-tree verdict over the "
+              "members' maps and scores, fitted on synthetic forgeries, thresholds chosen on "
+              "half of a real dev set (docs/methods/auto.md)",
     )
     OPTIONS: ClassVar[tuple[Option, ...]] = (
         Option("members", "", "comma-separated members to run (default: every fitted member); "

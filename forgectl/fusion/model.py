@@ -1,10 +1,12 @@
 """The fitted fusion, numpy only: an image-level verdict and a per-pixel map.
 
-- Verdict: logistic regression on the members' :data:`~forgectl.fusion.features.IMAGE_FEATURES`
-  (standardized), fitted on synthetic forgeries. Its probability is remapped piecewise-linearly
-  so that ``verdict_threshold`` (chosen on a real chooser half, docs/methods/auto.md) reads 0.5:
-  a score whose 0.5 is the decision threshold, not a calibrated probability on other data (its
-  expected calibration error is reported beside it).
+- Verdict: on the members' :data:`~forgectl.fusion.features.IMAGE_FEATURES`, either logistic
+  regression (standardized features) or a small ensemble of boosted decision trees (the
+  ``verdict_tree_*`` arrays; the members' evidence combines non-linearly: one confident member can
+  outweigh six quiet ones), fitted on synthetic forgeries. Its probability is remapped piecewise-
+  linearly so that ``verdict_threshold`` (chosen on a real chooser half, docs/methods/auto.md)
+  reads 0.5: a score whose 0.5 is the decision threshold, not a calibrated probability on other
+  data (its expected calibration error is reported beside it).
 - Map: a one-hidden-layer perceptron (ReLU; ``hidden = 0`` is plain logistic regression) on the
   members' :data:`~forgectl.fusion.features.PIXEL_FEATURES` plus the verdict's logit, so that
   the map can stay dark on an image the verdict calls authentic. Its probability is remapped
@@ -27,9 +29,15 @@ import numpy as np
 from forgectl.errors import WeightsError
 from forgectl.weights import check_digest, read_card
 
-#: Arrays of a fusion file, with their roles.
-ARRAYS = ("verdict_mean", "verdict_scale", "verdict_coef", "verdict_bias",
-          "pixel_mean", "pixel_scale", "hidden_w", "hidden_b", "out_w", "out_b")
+#: Arrays of every fusion file: the verdict's bias and the map.
+ARRAYS = ("verdict_bias", "pixel_mean", "pixel_scale", "hidden_w", "hidden_b", "out_w", "out_b")
+#: Arrays of a logistic verdict.
+LOGISTIC_ARRAYS = ("verdict_mean", "verdict_scale", "verdict_coef")
+#: Arrays of a tree verdict (optional): per tree and node, the feature read (-1 at a leaf), the
+#: threshold (go left when the feature is at most it; float64, as fitted: a float32 rounding
+#: could move a threshold onto a fitted value), the two children, and the leaf value (logit).
+TREE_ARRAYS = ("verdict_tree_feature", "verdict_tree_threshold", "verdict_tree_left",
+               "verdict_tree_right", "verdict_tree_value")
 #: Logit clip (a probability of exactly 0 or 1 would be a claim no fitted model can make).
 LOGIT_CLIP = 12.0
 
@@ -56,7 +64,9 @@ class FusionModel:
     Shapes (Fi = members x image features, Fp = members x pixel features + 1, H = hidden):
     ``verdict_mean/scale/coef (Fi,)``, ``verdict_bias (1,)``, ``pixel_mean/scale (Fp,)``,
     ``hidden_w (Fp, H)``, ``hidden_b (H,)``, ``out_w (H,)`` (or ``(Fp,)`` when H = 0),
-    ``out_b (1,)``.
+    ``out_b (1,)``. A tree verdict adds :data:`TREE_ARRAYS`, each ``(T, N)`` (T trees of at
+    most N nodes, node 0 the root), and ``verdict_bias`` is then its baseline logit (the
+    logistic arrays are unused).
     """
 
     members: list[str]
@@ -66,24 +76,66 @@ class FusionModel:
     contributions: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        missing = [k for k in ARRAYS if k not in self.arrays]
+        trees = [k for k in TREE_ARRAYS if k in self.arrays]
+        if trees and len(trees) != len(TREE_ARRAYS):
+            raise WeightsError("fusion weights have part of a tree verdict")
+        needed = ARRAYS + (() if trees else LOGISTIC_ARRAYS)
+        missing = [k for k in needed if k not in self.arrays]
         if missing:
             raise WeightsError(f"fusion weights lack {', '.join(missing)}")
-        self.arrays = {k: np.asarray(v, np.float32) for k, v in self.arrays.items()}
+        self.arrays = {k: np.asarray(v, np.float64 if k in ("verdict_tree_threshold",
+                                                            "verdict_tree_value")
+                                     else np.int32 if k in TREE_ARRAYS else np.float32)
+                       for k, v in self.arrays.items()}
+        if trees:
+            shapes = {self.arrays[k].shape for k in TREE_ARRAYS}
+            if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+                raise WeightsError("fusion tree arrays must share one (trees, nodes) shape")
         for name in ("pixel_threshold", "verdict_threshold"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise WeightsError(f"fusion {name} must be in (0, 1)")
 
     @property
     def parameters(self) -> int:
-        """Fitted numbers (standardization constants included)."""
+        """Fitted numbers (standardization constants and tree nodes included)."""
         return int(sum(a.size for a in self.arrays.values())) + 1
+
+    @property
+    def verdict_kind(self) -> str:
+        """``"trees"`` or ``"logistic"``."""
+        return "trees" if "verdict_tree_feature" in self.arrays else "logistic"
 
     def verdict(self, image_feats: np.ndarray) -> float:
         """P(manipulated) from ``(Fi,)`` image features."""
         a = self.arrays
+        if self.verdict_kind == "trees":
+            return float(_sigmoid(self._tree_logit(np.asarray(image_feats, np.float64))))
+        if a["verdict_coef"].shape != np.shape(image_feats):
+            raise WeightsError(f"the fusion's verdict was fitted on {a['verdict_coef'].size} "
+                               f"image features, this forgectl gives {np.size(image_feats)}: "
+                               "refit it (forgectl train --method auto)")
         z = (image_feats - a["verdict_mean"]) / a["verdict_scale"]
         return float(_sigmoid(np.dot(z, a["verdict_coef"]) + a["verdict_bias"][0]))
+
+    def _tree_logit(self, x: np.ndarray) -> float:
+        """Baseline + the leaf value each tree reaches for the ``(Fi,)`` features ``x``; all
+        trees descend together, one level per pass."""
+        a = self.arrays
+        feature, threshold = a["verdict_tree_feature"], a["verdict_tree_threshold"]
+        left, right = a["verdict_tree_left"], a["verdict_tree_right"]
+        if int(feature.max()) >= x.shape[0]:
+            raise WeightsError(f"the fusion's verdict reads feature {int(feature.max())} of "
+                               f"{x.shape[0]}")
+        rows = np.arange(feature.shape[0])
+        node = np.zeros(feature.shape[0], np.int64)
+        for _ in range(feature.shape[1]):
+            f = feature[rows, node]
+            inner = f >= 0
+            if not inner.any():
+                break
+            go_left = x[np.maximum(f, 0)] <= threshold[rows, node]
+            node = np.where(inner, np.where(go_left, left[rows, node], right[rows, node]), node)
+        return float(a["verdict_bias"][0] + a["verdict_tree_value"][rows, node].sum())
 
     def pixel_probability(self, pixel_feats: np.ndarray, verdict: float) -> np.ndarray:
         """(N,) per-pixel probability from ``(N, Fp - 1)`` features and the image's verdict."""
@@ -152,7 +204,9 @@ class FusionModel:
                           "verdict_threshold": self.verdict_threshold}
         card["contributions"] = self.contributions
         card["weights"] = {"file": path.name, "sha256": sha256_file(path),
-                           "bytes": path.stat().st_size, "dtype": "float32",
+                           "bytes": path.stat().st_size,
+                           "dtype": "float32" if self.verdict_kind == "logistic" else
+                           "float32 (tree thresholds and leaf values float64, nodes int32)",
                            "parameters": self.parameters}
         write_json(card_path(path), card)
         return card
