@@ -221,6 +221,31 @@ def test_localize_defaults_to_auto(weights_dir, tmp_path, cli):
     assert (tmp_path / "out" / "photo.reliability.png").is_file()
 
 
+def test_verdict_effects_name_the_member_that_saw(fitted):
+    """On forgeries the seeing member's evidence raises the score (blinding it lowers the
+    score by its effect) and the blind-to-everything member moves it little; the reading names
+    the driver."""
+    from forgectl.fusion.backend import AutoBackend, verdict_effects
+
+    model, examples = fitted
+    forged = [ex for ex in examples if ex.tampered]
+    effects = [verdict_effects(model, [ex.outputs[m] for m in MEMBERS],
+                               model.verdict(image_features([ex.outputs[m] for m in MEMBERS])))
+               for ex in forged]
+    assert np.mean([e["ela"] for e in effects]) > 0.2
+    assert np.mean([abs(e["noise"]) for e in effects]) < np.mean([e["ela"] for e in effects]) / 3
+    ex = forged[0]
+    outs = [ex.outputs[m] for m in MEMBERS]
+    result = AutoBackend().fuse(model, ex.image, outs)
+    by_member = {m["method"]: m["verdict_effect"] for m in result.facts["members"]}
+    assert by_member["ela"] == pytest.approx(effects[0]["ela"], abs=1e-4)
+    blind_score = model.to_score(model.verdict(image_features(
+        [MemberOutput.blind("ela", ex.truth.shape), ex.outputs["noise"]])))
+    assert result.score - blind_score == pytest.approx(by_member["ela"], abs=1e-4)
+    if by_member["ela"] >= 0.05:
+        assert "raised most by ela (+" in AutoBackend().reading(result)
+
+
 def test_members_option(weights_dir, tmp_path, cli):
     from PIL import Image
 
