@@ -58,6 +58,10 @@ def test_single_image_writes_four_outputs_with_schema(good_jpeg, tmp_path):
     assert rec["forgectl_version"]
     assert not (out / "results.jsonl").exists()  # a single image is not a batch
     assert not list(out.glob(".*.tmp"))
+    # The summary answers "is my photo edited?" without opening the JSON.
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert (f", score {rec['score']:.2f}, {100 * rec['tampered_fraction']:.1f}% of pixels "
+            "flagged; outputs in") in summary
 
 
 def test_batch_goes_past_bad_files_and_exits_1(tmp_path, make_image):
@@ -81,6 +85,9 @@ def test_batch_goes_past_bad_files_and_exits_1(tmp_path, make_image):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 5
     assert sum("error" in r for r in rows) == 3
+    high = sum(r.get("applicable", False) and r.get("score", 0) >= 0.5 for r in rows)
+    assert "2 image(s) analysed with auto" in proc.stderr.splitlines()[-1]
+    assert f", 3 failed, {high} scored 0.5 or more; outputs in" in proc.stderr.splitlines()[-1]
 
 
 def test_same_stem_in_different_folders_does_not_collide(tmp_path, make_image):

@@ -255,6 +255,7 @@ def localize(
     if finished:
         summary += f" ({len(finished)} finished earlier, kept)"
     summary += f", {counts.failed} failed"
+    summary += _verdicts(counts, len(plan))
     if restore != "off":
         summary += f", {counts.restored} run on restored pixels (--restore {restore})"
     if fail_on is not None:
@@ -275,6 +276,19 @@ def localize(
         raise typer.Exit(EXIT_GATE)
     if counts.failed or not plan:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _verdicts(counts: _Counts, planned: int) -> str:
+    """What the summary line says of the scores: a single image's score and flagged share (the
+    answer to "is my photo edited?" without opening its JSON), else how many scored 0.5 or
+    more (``auto``'s decision threshold, and ``--fail-on``'s usual value)."""
+    if planned == 1 and counts.done == 1 and counts.last is not None:
+        record = counts.last
+        if not record.get("applicable", True):
+            return ", not applicable to this image"
+        return (f", score {record.get('score', 0.0):.2f}, "
+                f"{100 * record.get('tampered_fraction', 0.0):.1f}% of pixels flagged")
+    return f", {counts.high} scored 0.5 or more" if counts.done else ""
 
 
 def _check_engine(engine: str, address: str | None, workers: int | None) -> None:
@@ -334,8 +348,9 @@ class _Counts:
     """Tally of a batch: analysed, failed, internal errors, at or above ``--fail-on``."""
 
     def __init__(self, failed: int = 0) -> None:
-        self.done = self.flagged = self.internal = self.restored = 0
+        self.done = self.flagged = self.internal = self.restored = self.high = 0
         self.failed = failed
+        self.last: dict | None = None
 
     def add(self, record: dict, fail_on: float | None) -> None:
         if "error" in record:
@@ -343,7 +358,9 @@ class _Counts:
             self.internal += record.get("error_kind") == "internal"
             return
         self.done += 1
+        self.last = record
         self.restored += bool((record.get("restoration") or {}).get("method_saw_restored"))
+        self.high += bool(record.get("applicable") and record.get("score", 0.0) >= 0.5)
         if (record.get("applicable") and fail_on is not None
                 and record.get("score", 0.0) >= fail_on):
             self.flagged += 1
