@@ -532,8 +532,8 @@ def _verdict_section(entries: list[MethodEntry], rgb: np.ndarray) -> str:
         f"<p>Score: <b>{p:.2f}</b> (0.5 = the decision threshold; "
         f"{esc(head.name)}, fitted on synthetic forgeries, threshold chosen on real ones; "
         f'<a href="#{_card_id(entries.index(head))}">details</a>). '
-        f"{100 * result.tampered_fraction:.1f}% of pixels flagged; members: "
-        f"{esc(_member_list(result))}.</p>"
+        f"{100 * result.tampered_fraction:.1f}% of pixels flagged; members' scores (and how "
+        f"much each moved this verdict): {esc(_member_list(result))}.</p>"
         f'<div class="panels">{"".join(figures)}</div>'
         '<p class="caveat">Dark areas of the reliability map are flat, clipped or otherwise '
         "unreadable for every member: no finding there means little. The members' own "
@@ -543,8 +543,15 @@ def _verdict_section(entries: list[MethodEntry], rgb: np.ndarray) -> str:
 
 def _member_list(result: Result) -> str:
     members = result.facts.get("members") or []
-    return ", ".join(f"{m['method']} {m['score']:.2f}" if m.get("applicable")
-                     else f"{m['method']} (blind)" for m in members) or "none"
+
+    def one(m: dict) -> str:
+        if not m.get("applicable"):
+            return f"{m['method']} (blind)"
+        effect = m.get("verdict_effect")
+        moved = f" ({effect:+.2f})" if effect is not None else ""
+        return f"{m['method']} {m['score']:.2f}{moved}"
+
+    return ", ".join(one(m) for m in members) or "none"
 
 
 def _legend() -> str:
