@@ -148,6 +148,18 @@ def test_tree_verdict_walks_exactly_the_fitted_trees():
         FusionModel(members=["m"], arrays=partial)
 
 
+def test_a_fusion_fitted_on_other_features_is_refused_at_load(fitted):
+    """A logistic verdict fitted on five image features per member (before ``peak``) is one
+    WeightsError naming the refit, not a shape error on every image."""
+    model, _ = fitted
+    old = {k: v for k, v in model.arrays.items() if not k.startswith("verdict_tree")}
+    n = (len(IMAGE_FEATURES) - 1) * len(MEMBERS)
+    old.update(verdict_mean=np.zeros(n), verdict_scale=np.ones(n), verdict_coef=np.ones(n),
+               verdict_bias=np.zeros(1))
+    with pytest.raises(WeightsError, match="fitted on 10 image features.*refit"):
+        FusionModel(members=MEMBERS, arrays=old)
+
+
 def test_tree_verdict_fit_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     examples = [_example(i, rng, i % 2 == 0, "synthetic") for i in range(60)]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from forgectl.errors import WeightsError
+from forgectl.fusion.features import IMAGE_FEATURES
 from forgectl.weights import check_digest, read_card
 
 #: Arrays of every fusion file: the verdict's bias and the map.
@@ -91,6 +92,15 @@ class FusionModel:
             shapes = {self.arrays[k].shape for k in TREE_ARRAYS}
             if len(shapes) != 1 or len(next(iter(shapes))) != 2:
                 raise WeightsError("fusion tree arrays must share one (trees, nodes) shape")
+        # A file fitted on another feature set (e.g. before ``peak`` joined) must not be read
+        # with today's features: one line at load, not a shape error per image.
+        width = len(self.members) * len(IMAGE_FEATURES)
+        fitted_on = (int(self.arrays["verdict_tree_feature"].max()) + 1 if trees
+                     else self.arrays["verdict_coef"].size)
+        if fitted_on > width or (not trees and fitted_on != width):
+            raise WeightsError(f"the fusion's verdict was fitted on {fitted_on} image features, "
+                               f"this forgectl computes {width} for {len(self.members)} "
+                               "members: refit it (forgectl train --method auto)")
         for name in ("pixel_threshold", "verdict_threshold"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise WeightsError(f"fusion {name} must be in (0, 1)")
@@ -110,10 +120,6 @@ class FusionModel:
         a = self.arrays
         if self.verdict_kind == "trees":
             return float(_sigmoid(self._tree_logit(np.asarray(image_feats, np.float64))))
-        if a["verdict_coef"].shape != np.shape(image_feats):
-            raise WeightsError(f"the fusion's verdict was fitted on {a['verdict_coef'].size} "
-                               f"image features, this forgectl gives {np.size(image_feats)}: "
-                               "refit it (forgectl train --method auto)")
         z = (image_feats - a["verdict_mean"]) / a["verdict_scale"]
         return float(_sigmoid(np.dot(z, a["verdict_coef"]) + a["verdict_bias"][0]))
 
@@ -123,9 +129,6 @@ class FusionModel:
         a = self.arrays
         feature, threshold = a["verdict_tree_feature"], a["verdict_tree_threshold"]
         left, right = a["verdict_tree_left"], a["verdict_tree_right"]
-        if int(feature.max()) >= x.shape[0]:
-            raise WeightsError(f"the fusion's verdict reads feature {int(feature.max())} of "
-                               f"{x.shape[0]}")
         rows = np.arange(feature.shape[0])
         node = np.zeros(feature.shape[0], np.int64)
         for _ in range(feature.shape[1]):
