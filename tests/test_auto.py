@@ -160,6 +160,15 @@ def test_a_fusion_fitted_on_other_features_is_refused_at_load(fitted):
         FusionModel(members=MEMBERS, arrays=old)
 
 
+def test_a_card_naming_other_image_features_is_refused(fitted, tmp_path):
+    model, _ = fitted
+    path = tmp_path / "auto-tiny.safetensors"
+    model.save(path, {"format": "forgectl.model_card/1", "method": "auto",
+                      "metrics": {"features": {"image": list(IMAGE_FEATURES[:-1])}}})
+    with pytest.raises(WeightsError, match="fitted on the image features .*refit"):
+        FusionModel.load(path)
+
+
 def test_tree_verdict_fit_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     examples = [_example(i, rng, i % 2 == 0, "synthetic") for i in range(60)]

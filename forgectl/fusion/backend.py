@@ -183,8 +183,8 @@ def verdict_effects(model: FusionModel, outputs: list[MemberOutput],
                     verdict: float) -> dict[str, float]:
     """Per applicable member, how much the image score falls when that member alone is made
     blind (its features those of "not applicable"): what each member's evidence did to this
-    verdict (negative: it spoke for "authentic"). Seven re-evaluations of the verdict, no
-    member is re-run."""
+    verdict (negative: it spoke for "authentic"). One re-evaluation of the verdict per
+    member; no member is re-run."""
     score = model.to_score(verdict)
     effects = {}
     for k, out in enumerate(outputs):

@@ -157,6 +157,9 @@ def _fit_tree_verdict(x: np.ndarray, y: np.ndarray, cfg: FitConfig
         max_iter=cfg.verdict_trees, max_depth=cfg.verdict_depth, learning_rate=cfg.verdict_lr,
         class_weight="balanced", early_stopping=False, random_state=cfg.seed)
     clf.fit(x, y)
+    # The fitted trees are read from scikit-learn's private predictor arrays (no public API
+    # exposes them); tests/test_auto.py checks the exported walk against clf's own logits, so
+    # a scikit-learn that changes them fails there, not silently.
     trees = [predictors[0].nodes for predictors in clf._predictors]
     size = max(len(t) for t in trees)
     feature = np.full((len(trees), size), -1, np.int32)

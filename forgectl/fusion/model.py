@@ -235,6 +235,11 @@ class FusionModel:
             arrays = load_file(str(path))
         except Exception as exc:
             raise WeightsError(f"cannot read {path.name}: {exc}") from None
+        features = card.get("metrics", {}).get("features", {}).get("image")
+        if features is not None and list(features) != list(IMAGE_FEATURES):
+            raise WeightsError(f"{path.name} was fitted on the image features {features}, this "
+                               f"forgectl computes {list(IMAGE_FEATURES)}: refit it (forgectl "
+                               "train --method auto)")
         config = card.get("config", {})
         members = config.get("members")
         if not isinstance(members, list) or not members:
