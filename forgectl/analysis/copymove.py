@@ -643,8 +643,7 @@ def _refine_shift(
     step = radius // 3 if radius > _EXHAUSTIVE_RADIUS else 1
     if step > 1:
         best = search(best, radius - radius % step, step)
-    return search(best, step, 1).astype(np.float64) if step > 1 else \
-        search(best, radius, 1).astype(np.float64)
+    return search(best, step if step > 1 else radius, 1).astype(np.float64)
 
 
 def local_correlation(
