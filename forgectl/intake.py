@@ -122,6 +122,9 @@ class JpegData:
         progressive: True for a progressive-mode file.
         quality: estimated IJG quality of the Y table (1..100).
         standard_tables: True when the Y table is exactly an IJG-scaled table.
+        source: ``"file"`` (read from the JPEG file) or ``"pixels"`` (a PNG/TIFF/... whose
+            pixels still carry an earlier JPEG save: Y only, table and coefficients inferred by
+            :mod:`forgectl.analysis.jpeg_history`).
     """
 
     coefficients: tuple[np.ndarray, ...]
@@ -131,6 +134,7 @@ class JpegData:
     progressive: bool
     quality: int
     standard_tables: bool
+    source: str = "file"
 
     @property
     def y_quant(self) -> np.ndarray:
@@ -145,6 +149,7 @@ class JpegData:
     def facts(self) -> dict[str, Any]:
         """JSON-ready summary (tables as nested lists)."""
         return {
+            "source": self.source,
             "quality_estimate": self.quality,
             "standard_ijg_tables": self.standard_tables,
             "subsampling": self.subsampling,
@@ -172,8 +177,12 @@ class ForensicImage:
         exif: a few EXIF text fields (make, model, software, datetime) when present.
         has_thumbnail: an EXIF thumbnail is embedded.
         n_frames: frames in the file (only the first is analysed).
-        jpeg: JPEG internals for JPEG files, else None.
+        jpeg: JPEG internals for JPEG files; for other formats None, or (once a JPEG-domain
+            method looked) what the pixels keep of an earlier JPEG save (``jpeg.source ==
+            "pixels"``).
         file_size: size of the file in bytes.
+        pixel_history: for a non-JPEG input a JPEG-domain method looked at, the facts of that
+            search (found or not, evidence), else None.
     """
 
     rgb: np.ndarray
@@ -191,6 +200,8 @@ class ForensicImage:
     n_frames: int = 1
     jpeg: JpegData | None = None
     file_size: int = 0
+    pixel_history: dict[str, Any] | None = None
+    pixel_history_checked: bool = False
 
     def __post_init__(self) -> None:
         if self.rgb.dtype != np.uint8 or self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
@@ -228,6 +239,8 @@ class ForensicImage:
         }
         if self.jpeg is not None:
             out["jpeg"] = self.jpeg.facts()
+        if self.pixel_history is not None:
+            out["jpeg_history_from_pixels"] = dict(self.pixel_history)
         return out
 
 

@@ -141,10 +141,12 @@ def check_restore_mode(mode: str) -> str:
 def restored_image(image: ForensicImage, rgb: np.ndarray) -> ForensicImage:
     """``image`` with restored pixels of the same grid and no JPEG data (format ``RAW``, an
     image from an array): methods see a lossless image, never the file's DCT data paired with
-    pixels the encoder did not produce."""
+    pixels the encoder did not produce. No JPEG history is read from them either (marked as
+    checked): a lattice that survived a restoration would be a coincidence of the gain."""
     if rgb.shape != image.rgb.shape:
         raise ValueError(f"restored pixels {rgb.shape} differ from the input {image.rgb.shape}")
-    return dataclasses.replace(image, rgb=np.ascontiguousarray(rgb), jpeg=None, format="RAW")
+    return dataclasses.replace(image, rgb=np.ascontiguousarray(rgb), jpeg=None, format="RAW",
+                               pixel_history=None, pixel_history_checked=True)
 
 
 class RestoreStage:

@@ -150,7 +150,7 @@ def test_png_report_marks_jpeg_only_methods_not_applicable(png_file, tmp_path, f
     by_name = {m["name"]: m for m in record["methods"]}
     assert by_name["jpegonly"]["applicable"] is False
     assert by_name["jpegonly"]["status"] == "not_applicable"
-    assert "needs a JPEG" in by_name["jpegonly"]["reading"]
+    assert "needs JPEG data" in by_name["jpegonly"]["reading"]
     assert by_name["ela"]["applicable"] is True
     assert record["summary"]["not_applicable"] == ["jpegonly"]
     assert record["double_compression"] == []  # facts of a method that did not apply are ignored

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from forgectl.analysis.jpeg_history import attach_pixel_history
 from forgectl.backends.options import Option, resolve_options
 from forgectl.errors import UsageError
 from forgectl.intake import ForensicImage
@@ -213,10 +214,14 @@ class Backend:
 
     def localize(self, image: ForensicImage) -> Result:
         """Analyse one image. Returns a Result whose maps match the image's (H, W)."""
+        if self.spec.needs_jpeg or self.spec.uses_jpeg:
+            # A PNG/TIFF that was a JPEG before keeps its quantization in the pixels: JPEG
+            # methods read it from there (once per image; marked source="pixels").
+            attach_pixel_history(image)
         if self.spec.needs_jpeg and not image.is_jpeg:
             return Result.not_applicable(
-                image, f"{self.spec.name} needs a JPEG file (DCT coefficients); input is "
-                f"{image.format}"
+                image, f"{self.spec.name} needs JPEG data (DCT coefficients): input is "
+                f"{image.format} and its pixels show no earlier JPEG save on their 8x8 grid"
             )
         result = self.analyze(image)
         shape = (image.height, image.width)

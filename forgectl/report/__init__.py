@@ -405,22 +405,37 @@ def _quant_table_html(table: np.ndarray, caption: str) -> str:
 
 def _jpeg_section(image: ForensicImage, entries: list[MethodEntry]) -> str:
     if image.jpeg is None:
+        searched = (
+            " and its pixels show no earlier JPEG save on their 8x8 grid"
+            if image.pixel_history is not None else ""
+        )
         return (
-            '<section><h2>JPEG</h2><p class="muted">Not a JPEG file: no quantization tables or '
-            "DCT coefficients to examine; JPEG-only analyzers are not applicable.</p></section>"
+            f'<section><h2>JPEG</h2><p class="muted">Not a JPEG file{searched}: no quantization '
+            "tables or DCT coefficients to examine; JPEG-only analyzers are not applicable."
+            "</p></section>"
         )
     jpeg = image.jpeg
-    if jpeg.standard_tables:
+    if jpeg.source == "pixels":
+        table_kind = (
+            f"estimated from the pixels of this {image.format} (an earlier JPEG save on the "
+            f"image's 8x8 grid), closest IJG quality {jpeg.quality}"
+        )
+    elif jpeg.standard_tables:
         table_kind = f"standard IJG (libjpeg) table, exactly quality {jpeg.quality}"
     else:
         table_kind = f"custom table (camera or editor), closest IJG quality {jpeg.quality}"
     pairs = [
+        ("Source", "the file" if jpeg.source == "file" else
+         esc(f"the pixels: a {image.format} that was a JPEG before (luminance only)")),
         ("Estimated quality", f"{jpeg.quality} (from the luminance table)"),
         ("Luminance table", esc(table_kind)),
-        ("Chroma subsampling", esc(jpeg.subsampling)),
-        ("Progressive", _yes_no(jpeg.progressive)),
-        ("Components", str(len(jpeg.quant_tables))),
     ]
+    if jpeg.source == "file":  # the pixels do not tell these
+        pairs += [
+            ("Chroma subsampling", esc(jpeg.subsampling)),
+            ("Progressive", _yes_no(jpeg.progressive)),
+            ("Components", str(len(jpeg.quant_tables))),
+        ]
     pairs.append(("Double compression", _double_compression_html(entries)))
     tables = []
     for i, table in enumerate(jpeg.quant_tables):
