@@ -124,7 +124,8 @@ class JpegData:
         standard_tables: True when the Y table is exactly an IJG-scaled table.
         source: ``"file"`` (read from the JPEG file) or ``"pixels"`` (a PNG/TIFF/... whose
             pixels still carry an earlier JPEG save: Y only, table and coefficients inferred by
-            :mod:`forgectl.analysis.jpeg_history`).
+            :mod:`forgectl.analysis.jpeg_history`; ``quality`` is then that of the lattice the
+            pixels show, an earlier save's when the table is all ones).
     """
 
     coefficients: tuple[np.ndarray, ...]

@@ -155,3 +155,21 @@ def test_casia_resaved_as_png_reads_like_its_jpeg(casia_dir, tmp_path):
         checked += 1
     if not checked:
         pytest.skip("none of the CASIA files of this test is in the dev split")
+
+
+def test_ghost_reads_the_lattice_quality_where_a_finer_save_is_misread(corpus_dir):
+    # A dark photo whose decoding error puts a fifth of the coefficients a unit off the q60
+    # lattice, like a finer last save: the table becomes all ones, but the quality ghost
+    # compares against stays the lattice's, so ghost reads the PNG as it reads the JPEG.
+    photo = corpus_dir / "imagenet_det200" / "n01503061_11000_bird.jpg"
+    if not photo.is_file():
+        pytest.skip("the photo of this test is not in the corpus")
+    rgb = cv2.resize(image_from_bytes(photo.read_bytes()).rgb, None, fx=0.9, fy=0.9,
+                     interpolation=cv2.INTER_AREA)
+    jpeg = image_from_bytes(encode_jpeg(rgb, 60))
+    png = image_from_bytes(png_bytes(jpeg.rgb))
+    attach_pixel_history(png)
+    assert png.jpeg is not None and png.jpeg.quality == 60
+    ghost = registry.load("ghost")
+    flagged_png = ghost.localize(png).tampered_fraction
+    assert abs(flagged_png - ghost.localize(jpeg).tampered_fraction) < 0.05

@@ -153,6 +153,7 @@ class PixelHistory:
         determined: positions (of 64) whose step was estimated (the rest were filled).
         off_lattice: :func:`off_lattice_share` (a last save finer than the lattice when at
             least :data:`FINER_LAST_SAVE`; the table is then all ones).
+        lattice: (8, 8) int32 table of the lattice itself (``table`` unless all ones).
     """
 
     table: np.ndarray | None
@@ -160,6 +161,7 @@ class PixelHistory:
     quantized: int
     determined: int
     off_lattice: float = 0.0
+    lattice: np.ndarray | None = None
 
     def facts(self) -> dict[str, object]:
         """JSON-ready summary for the input's record."""
@@ -193,14 +195,15 @@ def jpeg_history_from_pixels(rgb: np.ndarray, seed: int = 0) -> PixelHistory:
     if quantized < MIN_QUANTIZED or evidence < MIN_EVIDENCE:
         return PixelHistory(None, evidence, quantized, int(determined.sum()))
     off = off_lattice_share(sample, aligned, low)
-    if off >= FINER_LAST_SAVE:
-        # The lattice is an earlier save's; the last one (quality ~100, steps of 1) rounded
-        # a third of the coefficients a whole unit off it. Steps of 1 give dq the
-        # coefficients that file held, double-quantization pattern and all.
-        table = np.ones((BLOCK, BLOCK), np.int32)
-    else:
-        table = _complete_table(aligned.steps, determined, sample)
-    return PixelHistory(table, evidence, quantized, int(determined.sum()), round(off, 3))
+    lattice = _complete_table(aligned.steps, determined, sample)
+    # Off the lattice by a whole unit for a fifth of the coefficients: the lattice is an
+    # earlier save's and the last one (quality ~100, steps of 1) rounded them off it. Steps
+    # of 1 give dq the coefficients that file held, double-quantization pattern and all.
+    # (Heavy decoding error in dark, saturated photos can look the same; dq then finds a
+    # uniform double compression and scores low, and ghost keeps the lattice's quality.)
+    table = np.ones((BLOCK, BLOCK), np.int32) if off >= FINER_LAST_SAVE else lattice
+    return PixelHistory(table, evidence, quantized, int(determined.sum()), round(off, 3),
+                        lattice)
 
 
 def off_lattice_share(sample: np.ndarray, estimate: StepEstimate,
@@ -281,7 +284,10 @@ def attach_pixel_history(image: ForensicImage) -> ForensicImage:
     if history.table is None:
         return image
     table = history.table
-    quality, exact = estimate_ijg_quality(table)
+    # The quality is the lattice's, the one the pixels show (an earlier save's under steps
+    # of 1): what ghost compares its recompressions against.
+    quality, exact = estimate_ijg_quality(history.lattice)
+    exact = exact and bool(np.array_equal(table, history.lattice))
     image.jpeg = JpegData(
         coefficients=(requantize(image.rgb, table),),
         quant_tables=(table,),
