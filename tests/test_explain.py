@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from forgectl import registry, report
 from forgectl.backends.base import Backend, MethodSpec, Result
 from forgectl.cli import app
-from forgectl.intake import encode_jpeg, image_from_array
-from forgectl.outputs import colorize
+from forgectl.intake import encode_jpeg, image_from_array, image_from_bytes
+from forgectl.outputs import colorize, png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 IMG_SRC = '<img src="data:image/png;base64,'
@@ -156,6 +156,16 @@ def test_png_report_marks_jpeg_only_methods_not_applicable(png_file, tmp_path, f
     assert record["double_compression"] == []  # facts of a method that did not apply are ignored
     assert "Not a JPEG file" in html
     check_method_panels(html, record)
+
+
+def test_png_that_was_a_jpeg_shows_its_table_read_from_the_pixels(jpeg_file, tmp_path):
+    png = tmp_path / "in" / "resaved.png"
+    png.write_bytes(png_bytes(image_from_bytes(jpeg_file.read_bytes()).rgb))
+    html, record = run_explain(png, tmp_path / "out", "--methods", "dq")
+    assert record["input"]["format"] == "PNG"
+    assert record["input"]["jpeg"]["source"] == "pixels"
+    assert record["input"]["jpeg"]["quality_estimate"] == 85
+    assert "estimated from the pixels of this PNG" in html and "Not a JPEG file" not in html
 
 
 def test_generic_facts_fill_the_jpeg_section(jpeg_file, tmp_path, fake_methods):
