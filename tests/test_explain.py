@@ -168,6 +168,22 @@ def test_png_that_was_a_jpeg_shows_its_table_read_from_the_pixels(jpeg_file, tmp
     assert "estimated from the pixels of this PNG" in html and "Not a JPEG file" not in html
 
 
+def test_a_cropped_resave_shows_the_offset_grid(tmp_path):
+    import cv2
+
+    from tests.helpers import REPO
+
+    photo = image_from_bytes((REPO / "examples" / "splice.jpg").read_bytes()).rgb
+    photo = cv2.resize(photo, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    pixels = image_from_bytes(encode_jpeg(photo, 80)).rgb
+    png = tmp_path / "cropped.png"
+    png.write_bytes(png_bytes(np.ascontiguousarray(pixels[3:, 5:])))
+    html, record = run_explain(png, tmp_path / "out", "--methods", "dq")
+    assert record["input"]["jpeg"]["source"] == "pixels"
+    assert record["input"]["jpeg_history_from_pixels"]["grid_offset"] == [5, 3]
+    assert "starts 5 px down and 3 px right" in html
+
+
 def test_generic_facts_fill_the_jpeg_section(jpeg_file, tmp_path, fake_methods):
     html, record = run_explain(jpeg_file, tmp_path / "out", "--methods", "jpegonly")
     assert record["double_compression"] == [

@@ -1,23 +1,24 @@
 """A JPEG history read from pixels: was this PNG/TIFF/BMP once a JPEG, and with which table?
 
-A JPEG decoded and saved losslessly (a PNG re-save, a TIFF export, many screenshots of a
-photo viewer) keeps its quantization in the pixels: on the file's 8x8 grid, every DCT
-coefficient of the luma is an integer multiple of its step, up to the small error of decoding
-(integer IDCT, colour conversion and rounding to 8 bits, about 0.3-0.5 in coefficient units).
-Following Fan & de Queiroz (2003, "Identification of bitmap compression history: JPEG detection
-and quantizer estimation"), this module finds, per frequency, the step that explains the
-coefficients as "lattice + small error" best, checks that the lattice is there on the grid
-aligned with the image origin and *not* on a grid shifted by 4 pixels (where no quantizer
-reached: natural or posterized content looks the same on both), and rebuilds the Y
+A JPEG decoded and saved losslessly (a PNG re-save, a TIFF export, a crop of either) keeps
+its quantization in the pixels: on the file's 8x8 grid, every DCT coefficient of the luma is
+an integer multiple of its step, up to the small error of decoding (integer IDCT, colour
+conversion and rounding to 8 bits, about 0.3-0.5 in coefficient units). Following Fan & de
+Queiroz (2003, "Identification of bitmap compression history: JPEG detection and quantizer
+estimation"), this module finds the grid origin whose blocks sit on a lattice, then per
+frequency the step that explains the coefficients as "lattice + small error" best, checks
+that the lattice is there on that grid and *not* on the grid 4 pixels away (where no
+quantizer reached: natural or posterized content looks the same on both), and rebuilds the Y
 coefficients a JPEG file would have held. JPEG-domain methods (``dq``, ``ghost``, omni's DCT
-stream) then run on the PNG as on the JPEG it was.
+stream) then run on the PNG as on the JPEG it was; on an offset grid (a crop after the save)
+they run on the image padded back onto that grid (``ForensicImage.jpeg_grid_view``).
 
-Only the aligned grid is searched (a lossless re-save keeps it; a crop off the grid does not,
-and is reported as no history). Quality 100 (all steps 1) cannot be told from no compression.
+Quality 100 (all steps 1) cannot be told from no compression.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -45,6 +46,14 @@ MIN_EVIDENCE = 3.0
 #: v1 files saved at quality ~100 over an earlier JPEG, at most 0.11 on single saves at IJG
 #: qualities 50-95 and 0.08-0.15 after a q100 re-save with IJG's float-free decoder.
 FINER_LAST_SAVE = 0.2
+#: Blocks per grid origin and the largest step of the quick search for a shifted grid.
+OFFSET_SAMPLE_BLOCKS = 300
+OFFSET_MAX_STEP = 24
+OFFSET_POSITIONS = 10
+#: Robust z-score (median / MAD over the 64 origins) the best origin needs to be checked.
+OFFSET_MIN_Z = 10.0
+#: Origins within this share of the best score's lead over the median are checked in full.
+OFFSET_NEAR_BEST = 0.8
 #: Blocks sampled for the estimate (all of them on small images).
 SAMPLE_BLOCKS = 6000
 
@@ -117,8 +126,10 @@ def estimate_steps(coefficients: np.ndarray) -> StepEstimate:
 
 
 def _sample_blocks(plane: np.ndarray, rgb: np.ndarray, offset: tuple[int, int],
-                   rng: np.random.Generator) -> np.ndarray:
-    """(N, 8, 8) DCT of up to SAMPLE_BLOCKS unclipped blocks of the grid at ``offset``."""
+                   rng: np.random.Generator, limit: int = 0) -> np.ndarray:
+    """(N, 8, 8) DCT of up to ``limit`` (default SAMPLE_BLOCKS) unclipped blocks of the grid
+    at ``offset``."""
+    limit = limit or SAMPLE_BLOCKS
     dy, dx = offset
     bh, bw = (plane.shape[0] - dy) // BLOCK, (plane.shape[1] - dx) // BLOCK
     if bh <= 0 or bw <= 0:
@@ -128,13 +139,18 @@ def _sample_blocks(plane: np.ndarray, rgb: np.ndarray, offset: tuple[int, int],
     extreme = cv2.inRange(sub, (1, 1, 1), (254, 254, 254)) == 0
     clipped = extreme.reshape(bh, BLOCK, bw, BLOCK).any(axis=(1, 3))
     rows, cols = np.nonzero(~clipped)
-    if rows.size > SAMPLE_BLOCKS:
-        pick = rng.choice(rows.size, SAMPLE_BLOCKS, replace=False)
+    if rows.size > limit:
+        pick = rng.choice(rows.size, limit, replace=False)
         rows, cols = rows[pick], cols[pick]
-    if rows.size == 0:
+    return _dct_at(plane, dy + BLOCK * rows, dx + BLOCK * cols)
+
+
+def _dct_at(plane: np.ndarray, top: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """(N, 8, 8) level-shifted DCT of the 8x8 blocks whose corners are ``(top, left)``."""
+    if top.size == 0:
         return np.zeros((0, BLOCK, BLOCK), np.float32)
-    ys = dy + BLOCK * rows[:, None, None] + np.arange(BLOCK)[None, :, None]
-    xs = dx + BLOCK * cols[:, None, None] + np.arange(BLOCK)[None, None, :]
+    ys = top[:, None, None] + np.arange(BLOCK)[None, :, None]
+    xs = left[:, None, None] + np.arange(BLOCK)[None, None, :]
     blocks = plane[ys, xs] - 128.0  # (N, 8, 8), level-shifted as the encoder does
     mat = dct_matrix().astype(np.float32)
     return np.einsum("ui,nij,vj->nuv", mat, blocks, mat, optimize=True)
@@ -154,6 +170,8 @@ class PixelHistory:
         off_lattice: :func:`off_lattice_share` (a last save finer than the lattice when at
             least :data:`FINER_LAST_SAVE`; the table is then all ones).
         lattice: (8, 8) int32 table of the lattice itself (``table`` unless all ones).
+        offset: ``(dy, dx)`` where the grid of the lattice starts (``(0, 0)``: the image's
+            own grid; else the image was cropped after that save).
     """
 
     table: np.ndarray | None
@@ -162,6 +180,7 @@ class PixelHistory:
     determined: int
     off_lattice: float = 0.0
     lattice: np.ndarray | None = None
+    offset: tuple[int, int] = (0, 0)
 
     def facts(self) -> dict[str, object]:
         """JSON-ready summary for the input's record."""
@@ -171,21 +190,51 @@ class PixelHistory:
             "quantized_low_frequencies": self.quantized,
             "estimated_steps": self.determined,
             "off_lattice_share": self.off_lattice,
+            "grid_offset": list(self.offset),
         }
 
 
 def jpeg_history_from_pixels(rgb: np.ndarray, seed: int = 0) -> PixelHistory:
-    """Look for the quantization lattice of an earlier JPEG save in (H, W, 3) uint8 pixels."""
+    """Look for the quantization lattice of an earlier JPEG save in (H, W, 3) uint8 pixels.
+
+    The grid origins (of 64) whose low frequencies sit best on a lattice are checked (the
+    image's own for a lossless re-save; another after a crop), with the image's own, and the
+    strongest lattice found wins: ``offset`` says where its grid starts.
+    """
     if rgb.shape[0] < 4 * BLOCK or rgb.shape[1] < 4 * BLOCK:
         return PixelHistory(None, 0.0, 0, 0)
     plane = luma(rgb)
+    scores = _offset_scores(plane, rgb, seed)
+    median = float(np.median(scores))
+    spread = float(np.median(np.abs(scores - median))) + 1e-9
+    best = float(scores.max())
+    # A lattice stands out among the 64 origins (robust z 19-240 on JPEGs at q60-95 cropped
+    # off their grid; at most 4.2 on never-compressed photos). Content with little vertical
+    # (or horizontal) detail leaves one direction of the offset unclear in this quick scan,
+    # so every origin scoring near the best is checked in full, with the image's own, and
+    # the strongest lattice found wins. (A texture with no vertical detail at all can still
+    # hide the vertical offset from the scan: then the crop is not found.)
+    candidates = [(0, 0)]
+    if (best - median) / spread >= OFFSET_MIN_Z:
+        near = np.argwhere(scores >= median + OFFSET_NEAR_BEST * (best - median))
+        candidates += [(int(dy), int(dx)) for dy, dx in near if (dy, dx) != (0, 0)]
+    found = [h for h in (_history_at(plane, rgb, c, seed) for c in candidates)]
+    hits = [h for h in found if h.table is not None]
+    return max(hits, key=lambda h: h.evidence) if hits else found[0]
+
+
+def _history_at(plane: np.ndarray, rgb: np.ndarray, offset: tuple[int, int],
+                seed: int) -> PixelHistory:
+    """The lattice search on the grid starting at ``offset``, checked against the grid 4
+    pixels away in both directions, where no quantizer reached."""
     rng = np.random.default_rng(seed)
-    sample = _sample_blocks(plane, rgb, (0, 0), rng)
+    sample = _sample_blocks(plane, rgb, offset, rng)
     aligned = estimate_steps(sample)
     determined = aligned.determined()
     low = zigzag_order()[:16]
     quantized = sum(1 for u, v in low if determined[u, v])
-    shifted = _sample_blocks(plane, rgb, (4, 4), rng)
+    control_offset = ((offset[0] + 4) % BLOCK, (offset[1] + 4) % BLOCK)
+    shifted = _sample_blocks(plane, rgb, control_offset, rng)
     evidence = 0.0
     for u, v in low:
         if determined[u, v]:
@@ -193,7 +242,7 @@ def jpeg_history_from_pixels(rgb: np.ndarray, seed: int = 0) -> PixelHistory:
                                           int(aligned.steps[u, v]))
             evidence += float(aligned.strength[u, v]) - control
     if quantized < MIN_QUANTIZED or evidence < MIN_EVIDENCE:
-        return PixelHistory(None, evidence, quantized, int(determined.sum()))
+        return PixelHistory(None, evidence, quantized, int(determined.sum()), offset=offset)
     off = off_lattice_share(sample, aligned, low)
     lattice = _complete_table(aligned.steps, determined, sample)
     # Off the lattice by a whole unit for a fifth of the coefficients: the lattice is an
@@ -203,7 +252,42 @@ def jpeg_history_from_pixels(rgb: np.ndarray, seed: int = 0) -> PixelHistory:
     # uniform double compression and scores low, and ghost keeps the lattice's quality.)
     table = np.ones((BLOCK, BLOCK), np.int32) if off >= FINER_LAST_SAVE else lattice
     return PixelHistory(table, evidence, quantized, int(determined.sum()), round(off, 3),
-                        lattice)
+                        lattice, offset)
+
+
+def _offset_scores(plane: np.ndarray, rgb: np.ndarray, seed: int) -> np.ndarray:
+    """(8, 8) how well the blocks of each grid origin sit on some lattice: a quick look at
+    the first :data:`OFFSET_POSITIONS` AC positions (high qualities leave steps of 1 on the
+    first ones), steps 2..:data:`OFFSET_MAX_STEP`, on a few blocks per origin. Each step is
+    weighed by the square root of its support (a z-score), so that a large step fitting a few
+    coefficients by chance does not outweigh a small step fitting thousands."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(2, OFFSET_MAX_STEP + 1, dtype=np.float64)
+    # One set of block corners on the origin grid, moved by each offset (the scan costs the
+    # same on 12 MP as on 0.1 MP); blocks with a clipped pixel at the origin are left out.
+    bh, bw = plane.shape[0] // BLOCK - 1, plane.shape[1] // BLOCK - 1
+    corners = np.stack(np.meshgrid(np.arange(bh), np.arange(bw), indexing="ij"), -1)
+    corners = corners.reshape(-1, 2) * BLOCK
+    if len(corners) > 4 * OFFSET_SAMPLE_BLOCKS:
+        corners = corners[rng.choice(len(corners), 4 * OFFSET_SAMPLE_BLOCKS, replace=False)]
+    patches = rgb[corners[:, 0, None, None] + np.arange(2 * BLOCK)[None, :, None],
+                  corners[:, 1, None, None] + np.arange(2 * BLOCK)[None, None, :]]
+    unclipped = ((patches > 0) & (patches < 255)).all(axis=(1, 2, 3))
+    corners = corners[unclipped][:OFFSET_SAMPLE_BLOCKS]
+    positions = zigzag_order()[1 : 1 + OFFSET_POSITIONS]
+    rows = np.array([u for u, _ in positions])
+    cols = np.array([v for _, v in positions])
+    totals = np.zeros((BLOCK, BLOCK))
+    for dy in range(BLOCK):
+        for dx in range(BLOCK):
+            sample = _dct_at(plane, corners[:, 0] + dy, corners[:, 1] + dx)
+            values = sample[:, rows, cols].astype(np.float64)[:, :, None]  # (N, P, 1)
+            off_zero = np.abs(values) >= steps / 2.0  # (N, P, steps)
+            support = off_zero.sum(axis=0)
+            cosines = np.where(off_zero, np.cos(values * (2.0 * np.pi / steps)), 0.0)
+            z = cosines.sum(axis=0) / np.sqrt(np.maximum(support, 1))  # (P, steps)
+            totals[dy, dx] = float(np.where(support >= MIN_SUPPORT, z, 0.0).max(axis=1).sum())
+    return totals
 
 
 def off_lattice_share(sample: np.ndarray, estimate: StepEstimate,
@@ -273,8 +357,12 @@ def requantize(rgb: np.ndarray, table: np.ndarray) -> np.ndarray:
 def attach_pixel_history(image: ForensicImage) -> ForensicImage:
     """Give a non-JPEG ``image`` the JPEG data its pixels still carry (in place, once).
 
-    A JPEG file keeps its own data; an image already looked at is left as it is. The data are
-    marked ``source="pixels"`` in the JSON record, so a reader knows they were inferred.
+    On the image's own grid the data go to ``image.jpeg``. On a grid offset by ``(dy, dx)``
+    (cropped after the save) they go to ``image.jpeg_grid_view``: the image padded at the top
+    and left (edge pixels repeated) so that grid starts at its origin, with the data; JPEG
+    methods run on that view and crop their maps back (``Backend.localize``). A JPEG file
+    keeps its own data; an image already looked at is left as it is. The data are marked
+    ``source="pixels"`` in the JSON record, so a reader knows they were inferred.
     """
     if image.jpeg is not None or image.pixel_history_checked:
         return image
@@ -283,13 +371,18 @@ def attach_pixel_history(image: ForensicImage) -> ForensicImage:
     image.pixel_history = history.facts()
     if history.table is None:
         return image
+    dy, dx = history.offset
+    top, left = (BLOCK - dy) % BLOCK, (BLOCK - dx) % BLOCK
+    rgb = image.rgb
+    if top or left:
+        rgb = cv2.copyMakeBorder(image.rgb, top, 0, left, 0, cv2.BORDER_REPLICATE)
     table = history.table
     # The quality is the lattice's, the one the pixels show (an earlier save's under steps
     # of 1): what ghost compares its recompressions against.
     quality, exact = estimate_ijg_quality(history.lattice)
     exact = exact and bool(np.array_equal(table, history.lattice))
-    image.jpeg = JpegData(
-        coefficients=(requantize(image.rgb, table),),
+    jpeg = JpegData(
+        coefficients=(requantize(rgb, table),),
         quant_tables=(table,),
         sampling=((1, 1),),
         subsampling="unknown",
@@ -298,4 +391,12 @@ def attach_pixel_history(image: ForensicImage) -> ForensicImage:
         standard_tables=exact,
         source="pixels",
     )
+    if not (top or left):
+        image.jpeg = jpeg
+        return image
+    image.jpeg_grid_view = dataclasses.replace(
+        image, rgb=np.ascontiguousarray(rgb), jpeg=jpeg, pixel_history_checked=True,
+        jpeg_grid_view=None, jpeg_grid_padding=(0, 0),
+    )
+    image.jpeg_grid_padding = (top, left)
     return image

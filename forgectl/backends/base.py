@@ -216,12 +216,15 @@ class Backend:
         """Analyse one image. Returns a Result whose maps match the image's (H, W)."""
         if self.spec.needs_jpeg or self.spec.uses_jpeg:
             # A PNG/TIFF that was a JPEG before keeps its quantization in the pixels: JPEG
-            # methods read it from there (once per image; marked source="pixels").
+            # methods read it from there (once per image; marked source="pixels"). Cropped
+            # after that save, the grid is offset: run on the view padded back onto the grid.
             attach_pixel_history(image)
+            if image.jpeg_grid_view is not None:
+                return _crop(self.localize(image.jpeg_grid_view), image)
         if self.spec.needs_jpeg and not image.is_jpeg:
             return Result.not_applicable(
                 image, f"{self.spec.name} needs JPEG data (DCT coefficients): input is "
-                f"{image.format} and its pixels show no earlier JPEG save on their 8x8 grid"
+                f"{image.format} and its pixels show no earlier JPEG save"
             )
         result = self.analyze(image)
         shape = (image.height, image.width)
@@ -254,3 +257,19 @@ class Backend:
             f"score {result.score:.2f}; {100 * result.tampered_fraction:.1f}% of pixels above "
             f"threshold {self.threshold:.2f}"
         )
+
+
+def _crop(result: Result, image: ForensicImage) -> Result:
+    """``result`` of the padded grid view of ``image`` cut back to ``image``'s pixels."""
+    top, left = image.jpeg_grid_padding
+    window = (slice(top, top + image.height), slice(left, left + image.width))
+    return Result(
+        heatmap=result.heatmap[window],
+        mask=result.mask[window],
+        score=result.score,
+        applicable=result.applicable,
+        note=result.note,
+        maps={key: m[window] for key, m in result.maps.items()},
+        facts={**result.facts, "jpeg_grid_offset": [(8 - top) % 8, (8 - left) % 8]},
+        figures=result.figures,
+    )

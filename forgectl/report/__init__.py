@@ -404,9 +404,11 @@ def _quant_table_html(table: np.ndarray, caption: str) -> str:
 
 
 def _jpeg_section(image: ForensicImage, entries: list[MethodEntry]) -> str:
-    if image.jpeg is None:
+    view = image.jpeg_grid_view
+    jpeg = image.jpeg if image.jpeg is not None else (view.jpeg if view is not None else None)
+    if jpeg is None:
         searched = (
-            " and its pixels show no earlier JPEG save on their 8x8 grid"
+            " and its pixels show no earlier JPEG save"
             if image.pixel_history is not None else ""
         )
         return (
@@ -414,7 +416,6 @@ def _jpeg_section(image: ForensicImage, entries: list[MethodEntry]) -> str:
             "tables or DCT coefficients to examine; JPEG-only analyzers are not applicable."
             "</p></section>"
         )
-    jpeg = image.jpeg
     if jpeg.source == "pixels":
         table_kind = (
             f"estimated from the pixels of this {image.format} (an earlier JPEG save on the "
@@ -430,6 +431,11 @@ def _jpeg_section(image: ForensicImage, entries: list[MethodEntry]) -> str:
         ("Estimated quality", f"{jpeg.quality} (from the luminance table)"),
         ("Luminance table", esc(table_kind)),
     ]
+    if view is not None:
+        dy, dx = (image.pixel_history or {}).get("grid_offset", [0, 0])
+        pairs.append(("Grid", esc(
+            f"starts {dy} px down and {dx} px right of the image's corner: the image was "
+            "cropped after that JPEG save; JPEG methods ran on that grid")))
     if jpeg.source == "file":  # the pixels do not tell these
         pairs += [
             ("Chroma subsampling", esc(jpeg.subsampling)),
