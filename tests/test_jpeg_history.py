@@ -53,15 +53,21 @@ def test_requantized_coefficients_are_the_files(make_image):
     assert (ours == theirs).mean() > 0.99
 
 
-def test_jpeg_methods_read_a_png_resave_as_the_jpeg(make_image):
-    # dq's own test forgery (a q65 host, a never-compressed paste, saved at q90), then decoded
-    # and saved as PNG: dq finds the paste on the PNG as on the JPEG.
+def _dq_forgery(make_image) -> tuple[bytes, np.ndarray]:
+    """dq's own test forgery: a q65 host, a never-compressed paste, saved at q90 (JPEG bytes,
+    (H, W) truth)."""
     host = _decoded(make_image(H, W, 0), 65)
     truth = np.zeros((H, W), bool)
     truth[96:256, 160:352] = True
     forged = host.copy()
     forged[truth] = make_image(H, W, 100)[truth]
-    as_jpeg = image_from_bytes(encode_jpeg(forged, 90))
+    return encode_jpeg(forged, 90), truth
+
+
+def test_jpeg_methods_read_a_png_resave_as_the_jpeg(make_image):
+    # dq's test forgery decoded and saved as PNG: dq finds the paste on it as on the JPEG.
+    data, truth = _dq_forgery(make_image)
+    as_jpeg = image_from_bytes(data)
     as_png = image_from_bytes(png_bytes(as_jpeg.rgb))
     assert as_png.jpeg is None
 
@@ -188,14 +194,10 @@ def test_a_crop_after_the_save_is_found_on_its_offset_grid(crop, quality):
 
 
 def test_jpeg_methods_run_on_the_grid_of_a_cropped_resave_and_crop_back(make_image):
-    # dq's test forgery, saved at q90, decoded, cropped by (3, 5) and saved as PNG: dq runs
-    # on the view padded back onto the JPEG grid and its map lines up with the crop.
-    host = _decoded(make_image(H, W, 0), 65)
-    truth = np.zeros((H, W), bool)
-    truth[96:256, 160:352] = True
-    forged = host.copy()
-    forged[truth] = make_image(H, W, 100)[truth]
-    pixels = image_from_bytes(encode_jpeg(forged, 90)).rgb
+    # dq's test forgery decoded, cropped by (3, 5) and saved as PNG: dq runs on the view
+    # padded back onto the JPEG grid and its map lines up with the crop.
+    data, truth = _dq_forgery(make_image)
+    pixels = image_from_bytes(data).rgb
     png = image_from_bytes(png_bytes(np.ascontiguousarray(pixels[3:, 5:])))
     result = registry.load("dq").localize(png)
     assert result.applicable and result.heatmap.shape == (H - 3, W - 5)

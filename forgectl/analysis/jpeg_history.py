@@ -366,10 +366,10 @@ def attach_pixel_history(image: ForensicImage) -> ForensicImage:
     """
     if image.jpeg is not None or image.pixel_history_checked:
         return image
-    image.pixel_history_checked = True
     history = jpeg_history_from_pixels(image.rgb)
     image.pixel_history = history.facts()
     if history.table is None:
+        image.pixel_history_checked = True
         return image
     dy, dx = history.offset
     top, left = (BLOCK - dy) % BLOCK, (BLOCK - dx) % BLOCK
@@ -393,10 +393,12 @@ def attach_pixel_history(image: ForensicImage) -> ForensicImage:
     )
     if not (top or left):
         image.jpeg = jpeg
-        return image
-    image.jpeg_grid_view = dataclasses.replace(
-        image, rgb=np.ascontiguousarray(rgb), jpeg=jpeg, pixel_history_checked=True,
-        jpeg_grid_view=None, jpeg_grid_padding=(0, 0),
-    )
-    image.jpeg_grid_padding = (top, left)
+    else:
+        image.jpeg_grid_padding = (top, left)
+        image.jpeg_grid_view = dataclasses.replace(
+            image, rgb=np.ascontiguousarray(rgb), jpeg=jpeg, pixel_history_checked=True,
+            jpeg_grid_view=None, jpeg_grid_padding=(0, 0),
+        )
+    # Marked last: a caller that sees it set sees the data too.
+    image.pixel_history_checked = True
     return image

@@ -270,6 +270,7 @@ def _crop(result: Result, image: ForensicImage) -> Result:
         applicable=result.applicable,
         note=result.note,
         maps={key: m[window] for key, m in result.maps.items()},
-        facts={**result.facts, "jpeg_grid_offset": [(8 - top) % 8, (8 - left) % 8]},
+        facts={**result.facts,
+               "jpeg_grid_offset": (image.pixel_history or {}).get("grid_offset")},
         figures=result.figures,
     )

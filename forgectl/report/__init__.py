@@ -418,8 +418,8 @@ def _jpeg_section(image: ForensicImage, entries: list[MethodEntry]) -> str:
         )
     if jpeg.source == "pixels":
         table_kind = (
-            f"estimated from the pixels of this {image.format} (an earlier JPEG save on the "
-            f"image's 8x8 grid), closest IJG quality {jpeg.quality}"
+            f"estimated from the pixels of this {image.format} (an earlier JPEG save), "
+            f"closest IJG quality {jpeg.quality}"
         )
     elif jpeg.standard_tables:
         table_kind = f"standard IJG (libjpeg) table, exactly quality {jpeg.quality}"
