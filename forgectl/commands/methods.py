@@ -22,7 +22,7 @@ def _row(name: str) -> dict[str, Any]:
         "name": name,
         "status": entry.status,
         "kind": spec.kind,
-        "needs": "JPEG file" if spec.needs_jpeg else "any image",
+        "needs": "JPEG data (a JPEG, or pixels that were one)" if spec.needs_jpeg else "any image",
         "weights": weights,
         "trainable": entry.recipe is not None,
         "summary": spec.summary,
