@@ -202,6 +202,8 @@ def test_jpeg_methods_run_on_the_grid_of_a_cropped_resave_and_crop_back(make_ima
     result = registry.load("dq").localize(png)
     assert result.applicable and result.heatmap.shape == (H - 3, W - 5)
     assert result.facts["jpeg_grid_offset"] == [5, 3]
+    # The blocks that mix padding with the image's first 5 rows / 3 columns are left cold.
+    assert result.heatmap[:5].max() == 0 and result.heatmap[:, :3].max() == 0
     cropped_truth = truth[3:, 5:]
     f1 = 2 * (result.mask & cropped_truth).sum() / (result.mask.sum() + cropped_truth.sum())
     assert f1 > 0.7

@@ -260,16 +260,30 @@ class Backend:
 
 
 def _crop(result: Result, image: ForensicImage) -> Result:
-    """``result`` of the padded grid view of ``image`` cut back to ``image``'s pixels."""
+    """``result`` of the padded grid view of ``image`` cut back to ``image``'s pixels.
+
+    The first block row and column of the view mix repeated edge pixels with the image's
+    own, so they sit off the JPEG lattice and read as "compressed once": that evidence is
+    made up by the padding, and those strips (8 - padding pixels wide) are left cold in every
+    map (a method that smooths its evidence still spreads a little of it one block further).
+    """
     top, left = image.jpeg_grid_padding
     window = (slice(top, top + image.height), slice(left, left + image.width))
+    strips = ((slice(0, (8 - top) % 8), slice(None)), (slice(None), slice(0, (8 - left) % 8)))
+
+    def cut(values: np.ndarray, cold: float | bool) -> np.ndarray:
+        out = values[window].copy()
+        for strip in strips:
+            out[strip] = cold
+        return out
+
     return Result(
-        heatmap=result.heatmap[window],
-        mask=result.mask[window],
+        heatmap=cut(result.heatmap, 0.0),
+        mask=cut(result.mask, False),
         score=result.score,
         applicable=result.applicable,
         note=result.note,
-        maps={key: m[window] for key, m in result.maps.items()},
+        maps={key: cut(m, 0.0) for key, m in result.maps.items()},
         facts={**result.facts,
                "jpeg_grid_offset": (image.pixel_history or {}).get("grid_offset")},
         figures=result.figures,
