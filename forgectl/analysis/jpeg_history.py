@@ -219,7 +219,7 @@ def jpeg_history_from_pixels(rgb: np.ndarray, seed: int = 0) -> PixelHistory:
     if (best - median) / spread >= OFFSET_MIN_Z:
         near = np.argwhere(scores >= median + OFFSET_NEAR_BEST * (best - median))
         candidates += [(int(dy), int(dx)) for dy, dx in near if (dy, dx) != (0, 0)]
-    found = [h for h in (_history_at(plane, rgb, c, seed) for c in candidates)]
+    found = [_history_at(plane, rgb, c, seed) for c in candidates]
     hits = [h for h in found if h.table is not None]
     return max(hits, key=lambda h: h.evidence) if hits else found[0]
 
