@@ -185,8 +185,8 @@ class ForensicImage:
         pixel_history: for a non-JPEG input a JPEG-domain method looked at, the facts of that
             search (found or not, evidence, grid offset), else None.
         jpeg_grid_view: when the pixels carry an earlier JPEG save on a grid offset from the
-            image's origin (cropped after that save): the image padded at the top and left by
-            ``jpeg_grid_padding`` (edge pixels repeated) so that grid starts at its origin,
+            image's origin (cropped after that save): the image padded at the top and left
+            (edge pixels repeated) so that grid starts at its origin,
             with the JPEG data read from the pixels; JPEG methods run on it and crop back.
     """
 
@@ -208,7 +208,6 @@ class ForensicImage:
     pixel_history: dict[str, Any] | None = None
     pixel_history_checked: bool = False
     jpeg_grid_view: ForensicImage | None = None
-    jpeg_grid_padding: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         if self.rgb.dtype != np.uint8 or self.rgb.ndim != 3 or self.rgb.shape[2] != 3:

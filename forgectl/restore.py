@@ -147,7 +147,7 @@ def restored_image(image: ForensicImage, rgb: np.ndarray) -> ForensicImage:
         raise ValueError(f"restored pixels {rgb.shape} differ from the input {image.rgb.shape}")
     return dataclasses.replace(image, rgb=np.ascontiguousarray(rgb), jpeg=None, format="RAW",
                                pixel_history=None, pixel_history_checked=True,
-                               jpeg_grid_view=None, jpeg_grid_padding=(0, 0))
+                               jpeg_grid_view=None)
 
 
 class RestoreStage:

@@ -400,10 +400,9 @@ def attach_pixel_history(image: ForensicImage) -> ForensicImage:
     if not (top or left):
         image.jpeg = jpeg
     else:
-        image.jpeg_grid_padding = (top, left)
         image.jpeg_grid_view = dataclasses.replace(
             image, rgb=np.ascontiguousarray(rgb), jpeg=jpeg, pixel_history_checked=True,
-            jpeg_grid_view=None, jpeg_grid_padding=(0, 0),
+            jpeg_grid_view=None,
         )
     # Marked last: a caller that sees it set sees the data too.
     image.pixel_history_checked = True

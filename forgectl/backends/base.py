@@ -267,7 +267,9 @@ def _crop(result: Result, image: ForensicImage) -> Result:
     made up by the padding, and those strips (8 - padding pixels wide) are left cold in every
     map (a method that smooths its evidence still spreads a little of it one block further).
     """
-    top, left = image.jpeg_grid_padding
+    view = image.jpeg_grid_view
+    assert view is not None
+    top, left = view.height - image.height, view.width - image.width
     window = (slice(top, top + image.height), slice(left, left + image.width))
     strips = ((slice(0, (8 - top) % 8), slice(None)), (slice(None), slice(0, (8 - left) % 8)))
 
