@@ -16,9 +16,8 @@ from scipy import ndimage
 from forgectl.analysis import copymove as cm
 from forgectl.analysis import ghost as gh
 from forgectl.analysis import noise as nz
-from forgectl.analysis.jpeg import blocks_to_pixels, grid_periodicity, luma
+from forgectl.analysis.jpeg import blocks_to_pixels, clipped_blocks, grid_periodicity, luma
 from forgectl.backends import grid as gr
-from forgectl.backends.dq import _clipped_blocks
 from forgectl.backends.ela import error_level
 from forgectl.intake import encode_jpeg
 
@@ -300,4 +299,4 @@ def test_dq_clipped_blocks(make_image):
     padded = np.zeros((8 * bh, 8 * bw), bool)
     padded[:37, :45] = extreme
     expected = padded.reshape(bh, 8, bw, 8).any(axis=(1, 3))
-    assert np.array_equal(_clipped_blocks(rgb, bh, bw), expected)
+    assert np.array_equal(clipped_blocks(rgb, bh, bw, margin=2), expected)

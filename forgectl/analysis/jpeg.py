@@ -82,6 +82,20 @@ def block_dct(plane: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray
     return np.einsum("ui,abij,vj->abuv", mat, blocks, mat, optimize=True)
 
 
+def clipped_blocks(rgb: np.ndarray, bh: int, bw: int, margin: int = 1) -> np.ndarray:
+    """(BH, BW) bool: the 8x8 block holds a pixel with a channel within ``margin - 1`` of 0
+    or 255 (``margin`` 1: exactly 0 or 255). Blocks past the image's edge count its pixels
+    only. A decoder clipped such pixels, so the block is off its quantization lattice."""
+    # inRange is 0 where some channel is outside margin..255-margin: one pass over uint8,
+    # where numpy's min and max over a length-3 axis took over a second on 12 MP.
+    low, high = margin, 255 - margin
+    extreme = cv2.inRange(np.ascontiguousarray(rgb), (low,) * 3, (high,) * 3) == 0
+    padded = np.zeros((8 * bh, 8 * bw), bool)
+    rows, cols = min(extreme.shape[0], 8 * bh), min(extreme.shape[1], 8 * bw)
+    padded[:rows, :cols] = extreme[:rows, :cols]
+    return padded.reshape(bh, 8, bw, 8).any(axis=(1, 3))
+
+
 def block_plane(coefficients: np.ndarray, u: int, v: int) -> np.ndarray:
     """(BH, BW) values of frequency ``(u, v)`` from an (8*BH, 8*BW) natural-order plane."""
     return coefficients[u::BLOCK, v::BLOCK]

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from forgectl.analysis.jpeg import BLOCK, block_dct, dct_matrix, luma, zigzag_order
+from forgectl.analysis.jpeg import (
+    BLOCK,
+    block_dct,
+    clipped_blocks,
+    dct_matrix,
+    luma,
+    zigzag_order,
+)
 from forgectl.intake import ForensicImage, JpegData, estimate_ijg_quality, ijg_table
 
 #: Largest step searched (IJG quality 1 reaches 255; steps above 120 are rare and their
@@ -135,10 +142,7 @@ def _sample_blocks(plane: np.ndarray, rgb: np.ndarray, offset: tuple[int, int],
     bh, bw = (plane.shape[0] - dy) // BLOCK, (plane.shape[1] - dx) // BLOCK
     if bh <= 0 or bw <= 0:
         return np.zeros((0, BLOCK, BLOCK), np.float32)
-    sub = np.ascontiguousarray(rgb[dy : dy + BLOCK * bh, dx : dx + BLOCK * bw])
-    # A block with a clipped pixel does not carry its quantization (the decoder clipped it).
-    extreme = cv2.inRange(sub, (1, 1, 1), (254, 254, 254)) == 0
-    clipped = extreme.reshape(bh, BLOCK, bw, BLOCK).any(axis=(1, 3))
+    clipped = clipped_blocks(rgb[dy : dy + BLOCK * bh, dx : dx + BLOCK * bw], bh, bw)
     rows, cols = np.nonzero(~clipped)
     if rows.size > limit:
         pick = rng.choice(rows.size, limit, replace=False)

@@ -25,6 +25,7 @@ from forgectl.analysis.jpeg import (
     block_dct,
     block_plane,
     blocks_to_pixels,
+    clipped_blocks,
     fit_primary_step,
     low_frequency_ac,
     luma,
@@ -107,8 +108,9 @@ class DqBackend(Backend):
         candidates = range(1, self.options["max_primary_step"] + 1)
 
         # Pixels clipped to 0 or 255 by a decoder break the model (their rounding error is not
-        # small), so blocks holding them neither enter the fits nor get a vote.
-        reliable = ~_clipped_blocks(image.rgb, bh, bw)
+        # small), so blocks holding them (or a value next to them) neither enter the fits nor
+        # get a vote.
+        reliable = ~clipped_blocks(image.rgb, bh, bw, margin=2)
         log_ratio = np.zeros((bh, bw), np.float32)
         used: list[dict[str, object]] = []
         cap = self.options["cap"]
@@ -216,17 +218,6 @@ class DqBackend(Backend):
             f"The image was JPEG-compressed twice (first at about quality {q}), but {pct:.1f}% "
             "of it was compressed only once, as content pasted before the last save would be."
         )
-
-
-def _clipped_blocks(rgb: np.ndarray, bh: int, bw: int) -> np.ndarray:
-    """(BH, BW) bool: the 8x8 block holds a pixel with a channel at (or next to) 0 or 255."""
-    # inRange is 0 where some channel is outside 2..253: one pass over uint8, where numpy's
-    # min and max over a length-3 axis took over a second on 12 MP.
-    extreme = cv2.inRange(np.ascontiguousarray(rgb), (2, 2, 2), (253, 253, 253)) == 0
-    padded = np.zeros((8 * bh, 8 * bw), bool)
-    rows, cols = min(extreme.shape[0], 8 * bh), min(extreme.shape[1], 8 * bw)
-    padded[:rows, :cols] = extreme[:rows, :cols]
-    return padded.reshape(bh, 8, bw, 8).any(axis=(1, 3))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
