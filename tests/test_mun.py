@@ -329,6 +329,29 @@ def test_noiseprint_training_lowers_the_contrastive_loss_on_a_fixed_batch() -> N
     assert heat.shape == (2, 1, 64, 64) and 0 <= float(heat.min()) <= float(heat.max()) < 1
 
 
+def test_warm_start_takes_the_extractor_named_on_the_command_line(tmp_path) -> None:
+    """``--init`` loads the file's own frozen extractor; ``noiseprint_weights`` replaces it."""
+    from safetensors.torch import save_file
+
+    recipe = MunRecipe()
+    config = _mun_recipe_config()
+    torch.manual_seed(0)
+    model = recipe.build_model(config)  # as loaded from an --init file
+    before = {k: v.clone() for k, v in model.noiseprint.state_dict().items()}
+    recipe.after_warm_start(model, config)  # nothing named: the file's extractor stays
+    assert all(torch.equal(before[k], v) for k, v in model.noiseprint.state_dict().items())
+
+    torch.manual_seed(7)
+    retrained = NoiseprintNet(noiseprint_config("tiny")).eval()
+    path = tmp_path / "np2.safetensors"
+    save_file({k: v.contiguous() for k, v in retrained.state_dict().items()}, str(path))
+    recipe.after_warm_start(model, {**config, "noiseprint_weights": str(path)})
+    rgb256 = torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model.noiseprint(rgb256), retrained(rgb256))
+    assert count_parameters(model.noiseprint, trainable_only=True) == 0  # still frozen
+
+
 # ------------------------------------------------------------------ backend
 
 

@@ -105,6 +105,17 @@ class MunRecipe(Recipe):
             model_cfg["noiseprint_weights"] = config["noiseprint_weights"]
         return MUNTrainingModel(model_cfg)
 
+    def after_warm_start(self, model: torch.nn.Module, config: dict[str, Any]) -> None:
+        # The --init file carries its own frozen extractor (noiseprint.*); an extractor named
+        # on the command line (noiseprint_weights) replaces it, so a MUN can be continued on a
+        # retrained extractor.
+        if config.get("noiseprint_weights"):
+            from forgectl.nets.mun import load_noiseprint
+
+            extractor = load_noiseprint({**config["model"],
+                                         "noiseprint_weights": config["noiseprint_weights"]})
+            model.noiseprint.load_state_dict(extractor.state_dict())
+
     def prepare(self, sample: SynthSample, config: dict[str, Any], rng: np.random.Generator
                 ) -> dict[str, Any]:
         import torch

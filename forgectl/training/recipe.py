@@ -68,6 +68,10 @@ class Recipe:
         """(B, 1, H, W) tamper probabilities, in eval mode, for validation metrics."""
         raise NotImplementedError
 
+    def after_warm_start(self, model: torch.nn.Module, config: dict[str, Any]) -> None:
+        """Adjust a model just loaded from ``--init`` weights to ``config`` (e.g. replace a
+        frozen part the file carried along); the default changes nothing."""
+
     def dev_backend_options(self, config: dict[str, Any]) -> dict[str, Any]:
         """Backend options for the trainer's real-dev evaluation of this config's weights
         (``--dev``); the default is the backend's defaults."""

@@ -618,6 +618,7 @@ class Trainer:
                 ) from None
         else:
             load_checked_state(self.model, path)  # every key and shape, or WeightsError
+        self.recipe.after_warm_start(self.model, self.config)
         self._train_mode()  # loading leaves inference mode
         training = card.get("training") or {}
         return {
