@@ -410,6 +410,31 @@ def test_mun_noiseprint_is_extracted_on_the_full_image_before_tiling(mun_weights
     assert result.maps["noiseprint"].shape == (100, 140)
 
 
+def test_backend_runs_the_extractor_its_card_names(mun_weights, tmp_path, monkeypatch):
+    """A candidate MUN trained on another extractor (``noiseprint_weights`` naming a file) is
+    run with that extractor, not with the one in the weights folder of the same name."""
+    import json
+
+    from forgectl.backends.mun import MunBackend
+
+    torch.manual_seed(11)
+    other = NoiseprintNet(noiseprint_config("tiny")).eval()
+    extractor = write_random_weights(other, tmp_path / "runs" / "noiseprint-tiny.safetensors",
+                                     "noiseprint", {"model": noiseprint_config("tiny")})
+    card = json.loads(mun_weights.with_suffix(".json").read_text())
+    card["config"] = {**card["config"], "noiseprint_weights": str(extractor)}
+    candidate = tmp_path / "mun-tiny.safetensors"
+    candidate.write_bytes(mun_weights.read_bytes())
+    candidate.with_suffix(".json").write_text(json.dumps(card))
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(tmp_path / "empty"))
+    backend = MunBackend(weights=candidate, runtime="torch")
+    assert backend.noiseprint_files()[0] == extractor
+    rgb = natural_image(40, 48, seed=1)
+    with torch.no_grad():
+        expected = other(torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 256))
+    np.testing.assert_allclose(backend.noiseprint(rgb), expected[0, 0].numpy(), atol=1e-5)
+
+
 def test_mun_is_listed_untrained_and_refused_without_weights():
     from forgectl import registry
     from forgectl.errors import UsageError

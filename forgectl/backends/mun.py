@@ -149,14 +149,18 @@ class MunBackend(LearnedBackend):
     def noiseprint_files(self) -> tuple[Path, Path]:
         """``(weights, twin)`` of the noise extractor.
 
-        The file the MUN card names, in the weights folder (MUN was trained with it frozen, in
-        float32; the shipped MUN file holds a float16 copy). Only when the card names none
-        (random test weights) or, on torch, the named file is absent, the copy inside the MUN
-        file itself, with its twin beside it as ``<stem>-noiseprint.onnx``.
+        The file the MUN card names (MUN was trained with it frozen, in float32; the shipped
+        MUN file holds a float16 copy): the training's ``noiseprint_weights`` override, else
+        the network config's; as given when that path is a file (a candidate run's extractor),
+        else by name in the weights folder. Only when the card names none (random test
+        weights) or, on torch, the named file is absent, the copy inside the MUN file itself,
+        with its twin beside it as ``<stem>-noiseprint.onnx``.
         """
-        name = self.model_config().get("noiseprint_weights")
+        name = ((self.model_card().get("config") or {}).get("noiseprint_weights")
+                or self.model_config().get("noiseprint_weights"))
         if name:
-            path = weights_dir() / Path(str(name)).name
+            given = Path(str(name))
+            path = given if given.is_file() else weights_dir() / given.name
             if self.engine == "onnx" or path.is_file():
                 return path, path.with_suffix(".onnx")
         own = self.weights_path

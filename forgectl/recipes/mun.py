@@ -106,14 +106,14 @@ class MunRecipe(Recipe):
         return MUNTrainingModel(model_cfg)
 
     def after_warm_start(self, model: torch.nn.Module, config: dict[str, Any]) -> None:
-        # The --init file carries its own frozen extractor (noiseprint.*); an extractor named
-        # on the command line (noiseprint_weights) replaces it, so a MUN can be continued on a
-        # retrained extractor.
-        if config.get("noiseprint_weights"):
+        # The --init file carries a float16 copy of the extractor it was trained with
+        # (noiseprint.*); the extractor the config names (the noiseprint_weights override, e.g.
+        # a retrained one, else the model config's) replaces it, in float32 as it trains.
+        name = config.get("noiseprint_weights") or config["model"].get("noiseprint_weights")
+        if name:
             from forgectl.nets.mun import load_noiseprint
 
-            extractor = load_noiseprint({**config["model"],
-                                         "noiseprint_weights": config["noiseprint_weights"]})
+            extractor = load_noiseprint({**config["model"], "noiseprint_weights": name})
             model.noiseprint.load_state_dict(extractor.state_dict())
 
     def prepare(self, sample: SynthSample, config: dict[str, Any], rng: np.random.Generator
