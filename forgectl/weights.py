@@ -126,9 +126,11 @@ def load_checked_state(
     """Load safetensors weights into ``model`` and put it in eval mode.
 
     Tensors are cast to float32 (weights may ship as float16); keys starting with
-    ``skip_prefixes`` (training-only heads) are dropped. Every remaining key and shape must
-    match the model the card's config built; with ``allow_missing`` the model may have tensors
-    the file lacks (a network that extends the file's), which keep their values.
+    ``skip_prefixes`` (training-only heads, frozen parts the model loads from their own
+    files) are dropped on both sides, the model's keeping their values. Every remaining key
+    and shape must match the model the card's config built; with ``allow_missing`` the model
+    may have tensors the file lacks (a network that extends the file's), which keep their
+    values.
 
     Returns:
         The model's tensors the file lacked (empty unless ``allow_missing``).
@@ -142,7 +144,8 @@ def load_checked_state(
         if not (skip_prefixes and k.startswith(skip_prefixes))
     }
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted(k for k in set(own) - set(state)
+                     if not (skip_prefixes and k.startswith(skip_prefixes)))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     refused = ([] if allow_missing else missing) + unexpected + wrong
@@ -152,7 +155,7 @@ def load_checked_state(
             f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors (first: "
             f"{refused[0]})"
         )
-    model.load_state_dict(state, strict=not allow_missing)
+    model.load_state_dict(state, strict=not (allow_missing or skip_prefixes))
     model.eval()
     return missing if allow_missing else []
 

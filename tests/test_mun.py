@@ -94,6 +94,23 @@ def test_tiled_extraction_equals_one_full_pass() -> None:
     torch.testing.assert_close(extract_tiled(net, x, tile=32), full, atol=1e-5, rtol=1e-5)
 
 
+def test_highpass_extractor_is_the_grey_residual_and_tiles_exactly() -> None:
+    import cv2
+
+    net = NoiseprintNet(noiseprint_config("highpass")).eval()
+    assert count_parameters(net) == 0 and net.margin == 1
+    rgb = natural_image(50, 66, seed=2)
+    x = torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 256)
+    with torch.no_grad():
+        out = net(x)[0, 0].numpy()
+    grey = (rgb.astype(np.float64) / 256) @ np.array([0.299, 0.587, 0.114])
+    expected = grey - cv2.blur(grey, (3, 3), borderType=cv2.BORDER_REPLICATE)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    torch.testing.assert_close(extract_tiled(net, x, tile=16), net(x), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="depth"):
+        NoiseprintNet({**noiseprint_config("tiny"), "depth": 0})
+
+
 def test_heatmap_is_a_probability_map_that_finds_a_different_region() -> None:
     residual = torch.randn(1, 1, 96, 96) * 0.1
     residual[..., 32:64, 32:64] *= 10  # a region with another noise level
@@ -329,26 +346,33 @@ def test_noiseprint_training_lowers_the_contrastive_loss_on_a_fixed_batch() -> N
     assert heat.shape == (2, 1, 64, 64) and 0 <= float(heat.min()) <= float(heat.max()) < 1
 
 
-def test_warm_start_takes_the_extractor_named_on_the_command_line(tmp_path) -> None:
-    """``--init`` loads the file's own frozen extractor; ``noiseprint_weights`` replaces it."""
+def test_warm_start_keeps_the_extractor_the_config_names(tmp_path) -> None:
+    """A ``--init`` file's copy of the frozen extractor is not loaded (the recipe's
+    ``init_skip_prefixes``): the model keeps the extractor its config names, e.g. a retrained
+    one, while every MUN tensor comes from the file."""
     from safetensors.torch import save_file
+
+    from forgectl.weights import load_checked_state, write_tensors
 
     recipe = MunRecipe()
     config = _mun_recipe_config()
     torch.manual_seed(0)
-    model = recipe.build_model(config)  # as loaded from an --init file
-    before = {k: v.clone() for k, v in model.noiseprint.state_dict().items()}
-    recipe.after_warm_start(model, config)  # nothing named: the file's extractor stays
-    assert all(torch.equal(before[k], v) for k, v in model.noiseprint.state_dict().items())
+    shipped = recipe.build_model(config)  # a MUN file with its (random) extractor copy
+    init = tmp_path / "mun-tiny.safetensors"
+    write_tensors(init, {k: v.contiguous() for k, v in shipped.state_dict().items()})
 
     torch.manual_seed(7)
     retrained = NoiseprintNet(noiseprint_config("tiny")).eval()
     path = tmp_path / "np2.safetensors"
     save_file({k: v.contiguous() for k, v in retrained.state_dict().items()}, str(path))
-    recipe.after_warm_start(model, {**config, "noiseprint_weights": str(path)})
+    torch.manual_seed(5)
+    model = recipe.build_model({**config, "noiseprint_weights": str(path)})
+    load_checked_state(model, init, skip_prefixes=recipe.init_skip_prefixes)
     rgb256 = torch.rand(1, 3, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(model.noiseprint(rgb256), retrained(rgb256))
+    for key, value in shipped.mun.state_dict().items():
+        torch.testing.assert_close(model.mun.state_dict()[key], value)
     assert count_parameters(model.noiseprint, trainable_only=True) == 0  # still frozen
 
 
@@ -443,6 +467,29 @@ def test_mun_is_listed_untrained_and_refused_without_weights():
     if registry.entry("mun").status == "untrained":
         with pytest.raises(UsageError, match="not trained yet"):
             registry.load("mun")
+
+
+def test_highpass_mun_needs_no_extractor_file_and_exports(tmp_path, monkeypatch):
+    """``tiny-highpass``: the card names no extractor; the backend runs the fixed residual
+    from the MUN file's own (parameter-free) network, on torch and as an exported twin."""
+    from forgectl import export as ex
+    from forgectl.backends.mun import MunBackend
+
+    torch.manual_seed(0)
+    config = {**mun_config("tiny-highpass"), "pretrained": False}
+    assert config["noiseprint_weights"] is None
+    model = MUNTrainingModel(config, pretrained=False)
+    assert not any(k.startswith("noiseprint.") for k in model.state_dict())
+    weights = write_random_weights(model, tmp_path / "mun-tiny-highpass.safetensors", "mun",
+                                   {"model": config}, config_name="tiny-highpass")
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(tmp_path / "empty"))
+    backend = MunBackend(weights=weights, tile=96, overlap=16, runtime="torch")
+    rgb = natural_image(40, 48, seed=1)
+    expected = model.noiseprint(torch.from_numpy(rgb.transpose(2, 0, 1)[None] / 256).float())
+    np.testing.assert_allclose(backend.noiseprint(rgb), expected[0, 0].numpy(), atol=1e-6)
+    images = ex.sample_images(((128, 160, 75),))
+    report = ex.export_model(backend, "onnx", tmp_path / "mun.onnx", images=images)
+    assert report.max_abs_diff <= ex.DEFAULT_TOLERANCE
 
 
 def test_mun_exports_with_parity(mun_weights, tmp_path):

@@ -82,6 +82,10 @@ MUN_CONFIGS: dict[str, dict[str, Any]] = {
     "tiny-convnext": {**copy.deepcopy(_TINY), "rgb_encoder": "convnextv2_atto",
                       "noise_encoder": "convnextv2_atto", "pretrained": False},
     "tiny-no-mmq": {**copy.deepcopy(_TINY), "mmq": False},
+    # A deviation to measure: the noise stream reads the fixed high-pass residual (grey - its
+    # 3x3 mean) instead of the learned extractor, which separates pasted regions less well
+    # at the CPU training budget (docs/methods/mun.md).
+    "tiny-highpass": {**copy.deepcopy(_TINY), "noiseprint": "highpass"},
     "paper": {
         "rgb_encoder": "convnextv2_base",
         "pretrained": False,  # no local ConvNeXt V2-B weights; load your own ImageNet weights
@@ -98,7 +102,8 @@ MUN_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def mun_config(name: str) -> dict[str, Any]:
-    """A deep copy of a named config (``tiny``, ``tiny-convnext``, ``tiny-no-mmq``, ``paper``).
+    """A deep copy of a named config (``tiny``, ``tiny-convnext``, ``tiny-no-mmq``,
+    ``tiny-highpass``, ``paper``).
 
     Keys: ``rgb_encoder`` / ``noise_encoder`` (registered StagedEncoder names),
     ``pretrained`` (ImageNet weights for the RGB stream, local packages only), ``input_size``

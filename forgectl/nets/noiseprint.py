@@ -9,6 +9,8 @@ middle layers, ReLU, one linear output channel, no residual, no downsampling) on
 
 * ``paper``: 17 layers x 64 channels (the published Noiseprint++ shape), 0.56 M parameters.
 * ``tiny``: 8 layers x 24 channels, 0.03 M parameters, for CPU training and inference.
+* ``highpass``: no learned layers, the grey image minus its 3x3 mean (the baseline the
+  extractor's check measures it against), for MUN's ``tiny-highpass`` config.
 
 It is fully convolutional with a receptive field of ``2 * depth + 1`` pixels, so any H, W
 works, and in eval mode (BatchNorm on running statistics) an output pixel depends only on the
@@ -52,16 +54,25 @@ NOISEPRINT_CONFIGS: dict[str, dict[str, Any]] = {
     # CPU size: see the module docstring for the measured cost.
     "tiny": {"depth": 8, "channels": 24, "batch_norm": True, "in_channels": 3,
              "out_channels": 1, "input_scale": 256.0, "bn_momentum": 0.1},
+    # No learned layers: the grey image minus its 3x3 mean (the baseline its check measures
+    # the extractor against), for MUN's high-pass config. Nothing to train or load.
+    "highpass": {"depth": 0, "channels": 0, "batch_norm": False, "in_channels": 3,
+                 "out_channels": 1, "input_scale": 256.0, "bn_momentum": 0.1,
+                 "highpass": True},
 }
+
+#: ITU-R BT.601 luma weights (the grey image of the high-pass residual).
+_LUMA = (0.299, 0.587, 0.114)
 
 
 def noiseprint_config(name: str) -> dict[str, Any]:
     """A deep copy of a named config (``"paper"`` or ``"tiny"``).
 
-    Keys: ``depth`` (3x3 convolutions, >= 2), ``channels`` (hidden width), ``batch_norm``
-    (BatchNorm in layers 2..depth-1), ``in_channels`` (3, RGB), ``out_channels`` (1),
-    ``input_scale`` (the network reads ``rgb / input_scale``; 256 as Noiseprint++),
-    ``bn_momentum``.
+    Keys: ``depth`` (3x3 convolutions, >= 2, or 0 with ``highpass``), ``channels`` (hidden
+    width), ``batch_norm`` (BatchNorm in layers 2..depth-1), ``in_channels`` (3, RGB),
+    ``out_channels`` (1), ``input_scale`` (the network reads ``rgb / input_scale``; 256 as
+    Noiseprint++), ``bn_momentum``, ``highpass`` (add the fixed residual grey - 3x3 mean of
+    grey; default False).
     """
     try:
         return copy.deepcopy(NOISEPRINT_CONFIGS[name])
@@ -88,8 +99,9 @@ class NoiseprintNet(nn.Module):
         super().__init__()
         cfg = {**NOISEPRINT_CONFIGS["tiny"], **(config or {})}
         depth, width = int(cfg["depth"]), int(cfg["channels"])
-        if depth < 2:
-            raise ValueError("noiseprint depth must be >= 2")
+        self.highpass = bool(cfg.get("highpass", False))
+        if depth < 2 and not (depth == 0 and self.highpass):
+            raise ValueError("noiseprint depth must be >= 2 (or 0 for the fixed high-pass)")
         self.depth = depth
         self.input_scale = float(cfg["input_scale"])
         bn = bool(cfg["batch_norm"])
@@ -124,11 +136,19 @@ class NoiseprintNet(nn.Module):
     @property
     def margin(self) -> int:
         """Pixels of context one output pixel needs on each side (the receptive radius)."""
-        return self.depth
+        return max(self.depth, 1) if self.highpass else self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` rgb / 256 -> ``(B, 1, H, W)`` noiseprint."""
-        return self.layers(x)
+        if not self.highpass:
+            return self.layers(x)
+        r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        grey = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
+        # Replicated borders: a tile whose window reaches the image border pads as one pass.
+        mean = nn.functional.avg_pool2d(
+            nn.functional.pad(grey, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        residual = grey - mean
+        return residual if self.depth == 0 else self.layers(x) + residual
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

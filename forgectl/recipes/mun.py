@@ -10,7 +10,8 @@ Configs: ``tiny`` (ImageNet EfficientNet-Lite0 RGB stream, random-init Lite0 noi
 ``paper`` (ConvNeXt V2-Base streams, 512 crops, the official optimizer settings), and the
 ablations of the paper's components on the tiny model: ``tiny-no-mmq`` (plain concatenation
 instead of the multi-modal query), ``tiny-no-ioudce`` (plain cross-entropy instead of IoUDCE),
-``tiny-no-dna`` (no deviation noise augmentation).
+``tiny-no-dna`` (no deviation noise augmentation); and ``tiny-highpass``, a deviation to
+measure: the noise stream reads a fixed high-pass residual instead of the learned extractor.
 
 ``prepare``: a ``crop x crop`` window on the 8x8 grid (padded with zeros when the image is
 smaller; with probability ``focus_prob`` it contains a random manipulated pixel; never
@@ -60,7 +61,8 @@ _TRAINING: dict[str, Any] = {
 #: The extractor weights each model config trains with (resolved in the weights folder when
 #: not a path that exists): the trainer's output of ``forgectl train --method noiseprint``.
 _EXTRACTOR_WEIGHTS = {"tiny": "noiseprint-tiny.safetensors",
-                      "paper": "noiseprint-paper.safetensors"}
+                      "paper": "noiseprint-paper.safetensors",
+                      "highpass": None}  # a fixed filter: nothing trained, nothing to load
 
 
 def _recipe_config(model_name: str, **training: Any) -> dict[str, Any]:
@@ -84,6 +86,10 @@ class MunRecipe(Recipe):
     """
 
     name = "mun"
+    # The frozen extractor is built from the file the config names (noiseprint_weights, in
+    # float32 as MUN trains with it), not taken from a warm start's float16 copy: a MUN can
+    # be continued on a retrained extractor, or on none (the high-pass config).
+    init_skip_prefixes = ("noiseprint.",)
 
     def __init__(self) -> None:
         paper = {"crop": 512, "batch_size": 7, "lr": 1e-4, "steps": 87770,
@@ -93,6 +99,7 @@ class MunRecipe(Recipe):
             "tiny-convnext": _recipe_config("tiny-convnext"),
             "paper": _recipe_config("paper", **paper),
             "tiny-no-mmq": _recipe_config("tiny-no-mmq"),
+            "tiny-highpass": _recipe_config("tiny-highpass"),
             "tiny-no-ioudce": _recipe_config("tiny", loss={"bce": 1.0}, loss_options={}),
             "tiny-no-dna": _recipe_config("tiny", dna_prob=0.0),
         }
@@ -104,17 +111,6 @@ class MunRecipe(Recipe):
         if config.get("noiseprint_weights"):
             model_cfg["noiseprint_weights"] = config["noiseprint_weights"]
         return MUNTrainingModel(model_cfg)
-
-    def after_warm_start(self, model: torch.nn.Module, config: dict[str, Any]) -> None:
-        # The --init file carries a float16 copy of the extractor it was trained with
-        # (noiseprint.*); the extractor the config names (the noiseprint_weights override, e.g.
-        # a retrained one, else the model config's) replaces it, in float32 as it trains.
-        name = config.get("noiseprint_weights") or config["model"].get("noiseprint_weights")
-        if name:
-            from forgectl.nets.mun import load_noiseprint
-
-            extractor = load_noiseprint({**config["model"], "noiseprint_weights": name})
-            model.noiseprint.load_state_dict(extractor.state_dict())
 
     def prepare(self, sample: SynthSample, config: dict[str, Any], rng: np.random.Generator
                 ) -> dict[str, Any]:

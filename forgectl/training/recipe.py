@@ -33,10 +33,14 @@ class Recipe:
         configs: named configs as plain data, at least ``"tiny"`` (CPU, shipped) and
             ``"paper"`` (published scale). Each holds model and training settings
             (``crop``, ``batch_size``, ``lr``, ``steps``, ...).
+        init_skip_prefixes: state-dict prefixes of frozen parts that :meth:`build_model` loads
+            from their own files (a pretrained extractor); a ``--init`` file's copies of them
+            are not loaded, so the model keeps the part its config names.
     """
 
     name: str = ""
     configs: dict[str, dict[str, Any]] = {}
+    init_skip_prefixes: tuple[str, ...] = ()
 
     def build_model(self, config: dict[str, Any]) -> torch.nn.Module:
         """A fresh model for ``config`` (pretrained parts loaded from local packages only)."""
@@ -67,10 +71,6 @@ class Recipe:
     def predict(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """(B, 1, H, W) tamper probabilities, in eval mode, for validation metrics."""
         raise NotImplementedError
-
-    def after_warm_start(self, model: torch.nn.Module, config: dict[str, Any]) -> None:
-        """Adjust a model just loaded from ``--init`` weights to ``config`` (e.g. replace a
-        frozen part the file carried along); the default changes nothing."""
 
     def dev_backend_options(self, config: dict[str, Any]) -> dict[str, Any]:
         """Backend options for the trainer's real-dev evaluation of this config's weights

@@ -604,21 +604,22 @@ class Trainer:
                              f"not {self.method!r}")
         theirs = (card.get("config") or {}).get("model")
         mine = self.config.get("model")
+        skip = self.recipe.init_skip_prefixes
         new_tensors: list[str] = []
         if mine is not None and theirs is not None and to_json(theirs) != to_json(mine):
             # Another network config: allowed only when it adds modules (e.g. a new input to
             # a head) and keeps every tensor of the file with its shape; the added ones keep
             # their fresh initialization and are named in the card.
             try:
-                new_tensors = load_checked_state(self.model, path, allow_missing=True)
+                new_tensors = load_checked_state(self.model, path, allow_missing=True,
+                                                 skip_prefixes=skip)
             except WeightsError as e:
                 raise UsageError(
                     f"--init: {path.name} was trained with another network config than "
                     f"{self.method} {self.config_name}, one this network does not extend ({e})"
                 ) from None
         else:
-            load_checked_state(self.model, path)  # every key and shape, or WeightsError
-        self.recipe.after_warm_start(self.model, self.config)
+            load_checked_state(self.model, path, skip_prefixes=skip)  # or WeightsError
         self._train_mode()  # loading leaves inference mode
         training = card.get("training") or {}
         return {
