@@ -434,29 +434,39 @@ def test_mun_noiseprint_is_extracted_on_the_full_image_before_tiling(mun_weights
     assert result.maps["noiseprint"].shape == (100, 140)
 
 
-def test_backend_runs_the_extractor_its_card_names(mun_weights, tmp_path, monkeypatch):
+def test_backend_runs_the_extractor_its_card_names(tmp_path, monkeypatch):
     """A candidate MUN trained on another extractor (``noiseprint_weights`` naming a file) is
-    run with that extractor, not with the one in the weights folder of the same name."""
-    import json
-
+    run with that extractor, not with the one in the weights folder of the same name; a card
+    naming an extractor the MUN was not trained with is refused in one line."""
     from forgectl.backends.mun import MunBackend
 
     torch.manual_seed(11)
     other = NoiseprintNet(noiseprint_config("tiny")).eval()
     extractor = write_random_weights(other, tmp_path / "runs" / "noiseprint-tiny.safetensors",
                                      "noiseprint", {"model": noiseprint_config("tiny")})
-    card = json.loads(mun_weights.with_suffix(".json").read_text())
-    card["config"] = {**card["config"], "noiseprint_weights": str(extractor)}
-    candidate = tmp_path / "mun-tiny.safetensors"
-    candidate.write_bytes(mun_weights.read_bytes())
-    candidate.with_suffix(".json").write_text(json.dumps(card))
-    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(tmp_path / "empty"))
+    config = {**mun_config("tiny"), "pretrained": False, "noiseprint_weights": None}
+    model = MUNTrainingModel(config, pretrained=False)
+    model.noiseprint.load_state_dict(other.state_dict())  # trained with `other`
+    candidate = write_random_weights(model, tmp_path / "mun-tiny.safetensors", "mun",
+                                     {"model": config, "noiseprint_weights": str(extractor)})
+    shipped_name = tmp_path / "weights" / "noiseprint-tiny.safetensors"
+    write_random_weights(NoiseprintNet(noiseprint_config("tiny")).eval(), shipped_name,
+                         "noiseprint", {"model": noiseprint_config("tiny")})
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(shipped_name.parent))
     backend = MunBackend(weights=candidate, runtime="torch")
     assert backend.noiseprint_files()[0] == extractor
     rgb = natural_image(40, 48, seed=1)
     with torch.no_grad():
         expected = other(torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 256))
     np.testing.assert_allclose(backend.noiseprint(rgb), expected[0, 0].numpy(), atol=1e-5)
+
+    # The same MUN with a card naming only the extractor's file name: the weights folder's
+    # noiseprint-tiny is another network, refused.
+    wrong = write_random_weights(model, tmp_path / "wrong" / "mun-tiny.safetensors", "mun",
+                                 {"model": {**config,
+                                            "noiseprint_weights": "noiseprint-tiny.safetensors"}})
+    with pytest.raises(WeightsError, match="another noise extractor"):
+        MunBackend(weights=wrong, runtime="torch").noiseprint(rgb)
 
 
 def test_mun_is_listed_untrained_and_refused_without_weights():

@@ -48,7 +48,7 @@ from forgectl.errors import WeightsError
 from forgectl.intake import ForensicImage
 from forgectl.synth.scenes import natural_image
 from forgectl.tiling import pad_to, plan_tiles
-from forgectl.weights import load_network, weights_dir
+from forgectl.weights import load_network, read_tensors, weights_dir
 
 if TYPE_CHECKING:
     import torch
@@ -181,8 +181,26 @@ class MunBackend(LearnedBackend):
                 # model() sets the thread budget; the extractor runs before MUN is loaded.
                 torch.set_num_threads(compute_threads())
                 net, _ = load_network(weights, NoiseprintNet)
+                self._check_extractor(net, weights)
             self._noiseprint_graph = extractor_graph(net)
         return self._noiseprint_graph
+
+    def _check_extractor(self, net: Any, weights: Path) -> None:
+        """Refuse an extractor other than the one MUN was trained with: the MUN file's own
+        float16 copy (``noiseprint.*``) must equal the named file up to float16 rounding (a
+        card naming a file by a name another extractor now has would run silently wrong)."""
+        own = {k.removeprefix("noiseprint."): v for k, v in read_tensors(self.weights_path).items()
+               if k.startswith("noiseprint.")}
+        named = net.state_dict()
+        for key, value in own.items():
+            if not value.is_floating_point() or key not in named:
+                continue
+            ref = named[key].float()
+            if float((value.float() - ref).abs().max()) > 2e-3 * (1.0 + float(ref.abs().max())):
+                raise WeightsError(
+                    f"{self.weights_path.name} was trained with another noise extractor than "
+                    f"{weights} ({key} differs): name the one it was trained with "
+                    "(noiseprint_weights in its model card)")
 
     def auxiliary_networks(self) -> tuple[AuxiliaryNetwork, ...]:
         weights, twin = self.noiseprint_files()
