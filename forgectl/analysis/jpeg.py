@@ -47,11 +47,15 @@ def low_frequency_ac(count: int) -> list[tuple[int, int]]:
     return zigzag_order()[1 : 1 + count]
 
 
+#: BT.601 full-range luma weights of R, G, B (JPEG's Y, as libjpeg).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
 def luma(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W) float32 JPEG luma Y (BT.601 full range, as libjpeg)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be (H, W, 3), got {rgb.shape}")
-    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    weights = np.array(LUMA_WEIGHTS, np.float32)
     out = np.empty(rgb.shape[:2], np.float32)
     # In bands of rows: each pixel's value is the same as from one product over the whole
     # image, without a float32 copy of all three channels (144 MB on 12 MP, mostly page

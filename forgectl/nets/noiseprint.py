@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from forgectl.analysis.jpeg import LUMA_WEIGHTS
 from forgectl.analysis.noiseprint import EXTRACTION_TILE, receptive_windows
 from forgectl.analysis.noiseprint import local_descriptors as np_local_descriptors
 from forgectl.analysis.noiseprint import noiseprint_heatmap as np_noiseprint_heatmap
@@ -61,12 +62,9 @@ NOISEPRINT_CONFIGS: dict[str, dict[str, Any]] = {
                  "highpass": True},
 }
 
-#: ITU-R BT.601 luma weights (the grey image of the high-pass residual).
-_LUMA = (0.299, 0.587, 0.114)
-
 
 def noiseprint_config(name: str) -> dict[str, Any]:
-    """A deep copy of a named config (``"paper"`` or ``"tiny"``).
+    """A deep copy of a named config (``"paper"``, ``"tiny"`` or ``"highpass"``).
 
     Keys: ``depth`` (3x3 convolutions, >= 2, or 0 with ``highpass``), ``channels`` (hidden
     width), ``batch_norm`` (BatchNorm in layers 2..depth-1), ``in_channels`` (3, RGB),
@@ -142,8 +140,8 @@ class NoiseprintNet(nn.Module):
         """``(B, 3, H, W)`` rgb / 256 -> ``(B, 1, H, W)`` noiseprint."""
         if not self.highpass:
             return self.layers(x)
-        r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-        grey = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
+        wr, wg, wb = LUMA_WEIGHTS
+        grey = wr * x[:, 0:1] + wg * x[:, 1:2] + wb * x[:, 2:3]
         # Replicated borders: a tile whose window reaches the image border pads as one pass.
         mean = nn.functional.avg_pool2d(
             nn.functional.pad(grey, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
