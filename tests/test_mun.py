@@ -31,6 +31,7 @@ from forgectl.nets.noiseprint import (
     extract_tiled,
     noiseprint_config,
     noiseprint_heatmap,
+    rgb_input,
 )
 from forgectl.recipes.mun import MunRecipe
 from forgectl.recipes.noiseprint import NoiseprintRecipe, dbl_loss, plan_histories
@@ -100,7 +101,7 @@ def test_highpass_extractor_is_the_grey_residual_and_tiles_exactly() -> None:
     net = NoiseprintNet(noiseprint_config("highpass")).eval()
     assert count_parameters(net) == 0 and net.margin == 1
     rgb = natural_image(50, 66, seed=2)
-    x = torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 256)
+    x = rgb_input(rgb)
     with torch.no_grad():
         out = net(x)[0, 0].numpy()
     grey = (rgb.astype(np.float64) / 256) @ np.array([0.299, 0.587, 0.114])
@@ -457,7 +458,7 @@ def test_backend_runs_the_extractor_its_card_names(tmp_path, monkeypatch):
     assert backend.noiseprint_files()[0] == extractor
     rgb = natural_image(40, 48, seed=1)
     with torch.no_grad():
-        expected = other(torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 256))
+        expected = other(rgb_input(rgb))
     np.testing.assert_allclose(backend.noiseprint(rgb), expected[0, 0].numpy(), atol=1e-5)
 
     # The same MUN with a card naming only the extractor's file name: the weights folder's
@@ -495,7 +496,7 @@ def test_highpass_mun_needs_no_extractor_file_and_exports(tmp_path, monkeypatch)
     monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(tmp_path / "empty"))
     backend = MunBackend(weights=weights, tile=96, overlap=16, runtime="torch")
     rgb = natural_image(40, 48, seed=1)
-    expected = model.noiseprint(torch.from_numpy(rgb.transpose(2, 0, 1)[None] / 256).float())
+    expected = model.noiseprint(rgb_input(rgb))
     np.testing.assert_allclose(backend.noiseprint(rgb), expected[0, 0].numpy(), atol=1e-6)
     images = ex.sample_images(((128, 160, 75),))
     report = ex.export_model(backend, "onnx", tmp_path / "mun.onnx", images=images)
