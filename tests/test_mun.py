@@ -112,6 +112,27 @@ def test_highpass_extractor_is_the_grey_residual_and_tiles_exactly() -> None:
         NoiseprintNet({**noiseprint_config("tiny"), "depth": 0})
 
 
+def test_residual_extractor_starts_at_the_scaled_highpass_and_learns_a_correction() -> None:
+    base = NoiseprintNet(noiseprint_config("highpass")).eval()
+    net = NoiseprintNet(noiseprint_config("tiny-residual"))
+    x = rgb_input(natural_image(48, 56, seed=3))
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), 64.0 * base(x), atol=1e-5, rtol=0)
+    # The correction is trainable from its zero start (gradients reach the first layer too
+    # once the last one has moved), and the tiled extraction stays exact with it.
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        (net(x) - 1.0).pow(2).mean().backward()
+        opt.step()
+    assert float(net.layers[0].weight.grad.abs().sum()) > 0
+    net.eval()
+    with torch.no_grad():
+        assert float((net(x) - 64.0 * base(x)).abs().max()) > 1e-3
+        torch.testing.assert_close(extract_tiled(net, x, tile=24), net(x), atol=1e-5, rtol=0)
+
+
 def test_heatmap_is_a_probability_map_that_finds_a_different_region() -> None:
     residual = torch.randn(1, 1, 96, 96) * 0.1
     residual[..., 32:64, 32:64] *= 10  # a region with another noise level

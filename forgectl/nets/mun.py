@@ -86,6 +86,9 @@ MUN_CONFIGS: dict[str, dict[str, Any]] = {
     # 3x3 mean) instead of the learned extractor, which separates pasted regions less well
     # at the CPU training budget (docs/methods/mun.md).
     "tiny-highpass": {**copy.deepcopy(_TINY), "noiseprint": "highpass"},
+    # The learned extractor as a correction to that residual (noiseprint config
+    # ``tiny-residual``), so MUN's noise input starts from what separates pastes best.
+    "tiny-residual": {**copy.deepcopy(_TINY), "noiseprint": "tiny-residual"},
     "paper": {
         "rgb_encoder": "convnextv2_base",
         "pretrained": False,  # no local ConvNeXt V2-B weights; load your own ImageNet weights

@@ -61,6 +61,7 @@ _TRAINING: dict[str, Any] = {
 #: The extractor weights each model config trains with (resolved in the weights folder when
 #: not a path that exists): the trainer's output of ``forgectl train --method noiseprint``.
 _EXTRACTOR_WEIGHTS = {"tiny": "noiseprint-tiny.safetensors",
+                      "tiny-residual": "noiseprint-tiny-residual.safetensors",
                       "paper": "noiseprint-paper.safetensors",
                       "highpass": None}  # a fixed filter: nothing trained, nothing to load
 
@@ -100,6 +101,7 @@ class MunRecipe(Recipe):
             "paper": _recipe_config("paper", **paper),
             "tiny-no-mmq": _recipe_config("tiny-no-mmq"),
             "tiny-highpass": _recipe_config("tiny-highpass"),
+            "tiny-residual": _recipe_config("tiny-residual"),
             "tiny-no-ioudce": _recipe_config("tiny", loss={"bce": 1.0}, loss_options={}),
             "tiny-no-dna": _recipe_config("tiny", dna_prob=0.0),
         }

@@ -260,6 +260,7 @@ class NoiseprintRecipe(Recipe):
     def __init__(self) -> None:
         self.configs = {
             "tiny": _config("tiny"),
+            "tiny-residual": _config("tiny-residual"),
             # As Noiseprint: 48 px patches, a couple of hundred per batch (16 x 4 x 4 = 256).
             "paper": _config("paper", batch_size=16, steps=50000, warmup_steps=1000,
                              lr=1e-3, region=192, margin=8),
