@@ -1,7 +1,8 @@
 """MUN on onnxruntime without torch: both shipped twins (``weights/mun-tiny.onnx`` and the
-twin of the noise extractor its card names, ``weights/noiseprint-<config>.onnx``, written by ``forgectl export --method mun
---shipped``), the numpy tiling loop and anomaly map they run through, and their agreement with
-the torch runtime. Tests that need the shipped files skip cleanly without them.
+twin of the noise extractor its card names, ``weights/noiseprint-<config>.onnx``, written by
+``forgectl export --method mun --shipped``), the numpy tiling loop and anomaly map they run
+through, and their agreement with the torch runtime. Tests that need the shipped files skip
+cleanly without them.
 """
 
 from __future__ import annotations
