@@ -18,7 +18,6 @@ count, per setting, the images restored and their decisions' sources.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 from collections import Counter
 from pathlib import Path
@@ -40,17 +39,10 @@ def parse_setting(text: str) -> tuple[str, float | None]:
     return kind, float(value)
 
 
-def resave_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-
-
 def main() -> None:
     from forgectl.backends.restorer import Restorer
     from forgectl.evaluation import restoration_table as rt
+    from forgectl.intake import encode_jpeg, image_from_bytes
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=SHARED / "corpus")
@@ -77,7 +69,7 @@ def main() -> None:
         for img in images:
             rgb = rt.disturb(img.rgb, kind, value)
             if args.jpeg and kind != "none":
-                rgb = resave_jpeg(rgb, args.jpeg)
+                rgb = np.asarray(image_from_bytes(encode_jpeg(rgb, args.jpeg)).rgb)
             f = restorer.decide(rgb)
             strength = f.get("alpha") if f.get("type") == "brightness" else f.get("beta")
             counts["restored" if f.get("restored") else "left"] += 1

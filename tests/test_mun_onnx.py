@@ -1,8 +1,7 @@
 """MUN on onnxruntime without torch: both shipped twins (``weights/mun-tiny.onnx`` and the
-twin of the noise extractor its card names, ``weights/noiseprint-<config>.onnx``, written by
-``forgectl export --method mun --shipped``), the numpy tiling loop and anomaly map they run
-through, and their agreement with the torch runtime. Tests that need the shipped files skip
-cleanly without them.
+noise extractor's ``weights/noiseprint-tiny.onnx``, written by ``forgectl export --method mun
+--shipped``), the numpy tiling loop and anomaly map they run through, and their agreement with
+the torch runtime. Tests that need the shipped files skip cleanly without them.
 """
 
 from __future__ import annotations
@@ -23,21 +22,11 @@ from tests.helpers import natural_image, run_without_torch
 TOL = 1e-4
 
 
-def extractor_name(folder: Path) -> str:
-    """The extractor file the shipped MUN card names (the training's override first)."""
-    card_file = folder / "mun-tiny.json"
-    if not card_file.is_file():
-        return "noiseprint-tiny.safetensors"
-    config = json.loads(card_file.read_text())["config"]
-    return Path(config.get("noiseprint_weights") or config["model"]["noiseprint_weights"]).name
-
-
 @pytest.fixture(scope="module")
 def twins() -> tuple[Path, Path]:
     """The shipped ONNX twins of MUN and of its noise extractor."""
     folder = weights_dir()
-    mun = folder / "mun-tiny.onnx"
-    extractor = (folder / extractor_name(folder)).with_suffix(".onnx")
+    mun, extractor = folder / "mun-tiny.onnx", folder / "noiseprint-tiny.onnx"
     if not (mun.is_file() and extractor.is_file()):
         pytest.skip("shipped MUN twins absent (forgectl export --method mun --shipped)")
     return mun, extractor
@@ -58,7 +47,7 @@ def test_localize_mun_runs_where_torch_cannot_be_imported(twins, tmp_path):
     record = json.loads((out / "photo.json").read_text())
     assert record["method"]["runtime"] == "onnx"
     assert record["method"]["weights"] == "mun-tiny.onnx"
-    assert record["facts"]["noiseprint_weights"] == twins[1].with_suffix(".safetensors").name
+    assert record["facts"]["noiseprint_weights"] == "noiseprint-tiny.safetensors"
     for suffix in (".mask.png", ".heatmap.png", ".overlay.png"):
         assert (out / f"photo{suffix}").is_file()
     # The control: the torch runtime fails there, so torch really was out of reach.
@@ -103,7 +92,7 @@ def test_onnx_runtime_needs_the_extractor_twin(twins, tmp_path, monkeypatch):
     (tmp_path / "mun-tiny.onnx").symlink_to(twins[0])
     monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(tmp_path))
     backend = MunBackend(runtime="onnx")
-    with pytest.raises(WeightsError, match=f"{twins[1].name}.*--shipped"):
+    with pytest.raises(WeightsError, match="noiseprint-tiny.onnx.*--shipped"):
         backend.localize(image_from_array(natural_image(64, 64, seed=1), jpeg_quality=90))
 
 
