@@ -67,6 +67,28 @@ class BackendContract:
             assert not result.applicable and "JPEG" in result.note
         check_result(backend, image)
 
+    #: Options for the mirror test that keep everything but the flip out of it (a learned
+    #: restoration step decides on the mirrored image afresh).
+    flip_test_options: ClassVar[dict[str, Any]] = {}
+
+    def test_flip_option_averages_in_the_mirror_image(self, backend):
+        """With ``flip``, mirroring the input mirrors the heatmap, exactly: the average of
+        ``h(x)`` and ``mirror(h(mirror(x)))`` is the same pair of network calls either way."""
+        if "flip" not in backend.options:
+            pytest.skip(f"{self.method} has no flip option")
+        options = {**backend.options, **self.flip_test_options, "flip": True}
+        flipped = type(backend)(weights=backend.weights_path, threshold=backend.threshold,
+                                runtime=backend.runtime, **options)
+        rgb = natural_image(64, 96, seed=5)  # whole 8x8 blocks: every column is mirrored
+        a = flipped.localize(image_from_array(rgb))
+        b = flipped.localize(image_from_array(np.ascontiguousarray(rgb[:, ::-1])))
+        check_result(flipped, image_from_array(rgb))
+        np.testing.assert_allclose(b.heatmap, a.heatmap[:, ::-1], atol=1e-6)
+        assert a.facts["flip"] is True
+        single = type(backend)(weights=backend.weights_path, threshold=backend.threshold,
+                               runtime=backend.runtime, **{**options, "flip": False})
+        assert not np.allclose(single.localize(image_from_array(rgb)).heatmap, a.heatmap)
+
     def test_deterministic(self, backend):
         image = image_from_array(natural_image(64, 64, seed=4), jpeg_quality=90)
         a, b = backend.localize(image), backend.localize(image)

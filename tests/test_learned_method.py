@@ -197,3 +197,32 @@ class TestOneConvContract(BackendContract):
 
 class TestOneConvRecipe(RecipeContract):
     recipe_factory = staticmethod(recipe)
+
+
+def test_average_with_mirror_mirrors_whole_blocks_only():
+    from forgectl.backends.learned import average_with_mirror
+
+    rgb = np.zeros((4, 21, 3), np.uint8)
+    rgb[..., 0] = np.arange(21, dtype=np.uint8)  # red = column index
+    seen = []
+
+    def heatmap_of(mirrored: np.ndarray) -> np.ndarray:
+        seen.append(mirrored.copy())
+        return mirrored[..., 0].astype(np.float32) / 100.0  # a heatmap that follows the pixels
+
+    heat = np.full((4, 21), 0.5, np.float32)
+    out = average_with_mirror(heat, rgb, heatmap_of)
+    # Only the 16 columns of whole 8x8 blocks are mirrored, and handed over mirrored.
+    assert seen[0].shape == (4, 16, 3)
+    np.testing.assert_array_equal(seen[0][0, :, 0], np.arange(15, -1, -1))
+    # Mirrored back, the mirror's heatmap lines up with the image: column c reads c / 100.
+    np.testing.assert_allclose(out[:, :16],
+                               np.broadcast_to(0.5 * (0.5 + np.arange(16) / 100.0), (4, 16)),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(out[:, 16:], heat[:, 16:])  # the partial block: single pass
+    assert out is not heat and np.all(heat == 0.5)
+    narrow = np.zeros((4, 7, 3), np.uint8)
+    np.testing.assert_array_equal(average_with_mirror(heat[:, :7], narrow, heatmap_of),
+                                  heat[:, :7])
+    with pytest.raises(ValueError, match="does not match"):
+        average_with_mirror(heat, narrow, heatmap_of)

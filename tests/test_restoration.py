@@ -659,6 +659,7 @@ class TestReConWaveContract(BackendContract):
     """The generic contract with random weights (the shipped ones: TestShippedReConWave)."""
 
     method = "reconwave"
+    flip_test_options = {"restore": "off"}
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -693,6 +694,7 @@ class TestShippedReConWave(BackendContract):
     """The registered method with its shipped weights."""
 
     method = "reconwave"
+    flip_test_options = {"restore": "off"}
 
     def test_shipped_cards_record_both_modules(self, backend):
         card = backend.model_card()

@@ -197,6 +197,40 @@ def tiling_options(tile: int = 384, overlap: int = 64, multiple: int = 32) -> tu
     )
 
 
+def flip_option(default: bool = False) -> Option:
+    """The ``flip`` option of methods that can average in the mirrored image's heatmap."""
+    return Option("flip", default, "test-time augmentation: also analyze the left-right "
+                  "mirrored image and average the two heatmaps (about twice the time)")
+
+
+def average_with_mirror(
+    heat: np.ndarray, rgb: np.ndarray, heatmap_of: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``heat`` averaged with the heatmap of the left-right mirrored image, mirrored back.
+
+    Only whole 8x8 blocks are mirrored (columns ``[0, W // 8 * 8)``): block edges then land on
+    block edges, so a JPEG grid, and the traces a method reads from it, stay where a mirrored
+    JPEG would have them; the last ``W mod 8`` columns keep the single pass.
+
+    Args:
+        heat: (H, W) float heatmap of ``rgb``.
+        rgb: (H, W, 3) uint8 image ``heat`` was computed from.
+        heatmap_of: (H, w8, 3) uint8 mirrored image -> its (H, w8) heatmap.
+
+    Returns:
+        (H, W) float32, a new array.
+    """
+    if heat.shape != rgb.shape[:2]:
+        raise ValueError(f"heatmap {heat.shape} does not match image {rgb.shape[:2]}")
+    w8 = rgb.shape[1] // 8 * 8
+    out = np.array(heat, np.float32)
+    if w8 == 0:
+        return out
+    other = np.asarray(heatmap_of(np.ascontiguousarray(rgb[:, :w8][:, ::-1])), np.float32)
+    out[:, :w8] = 0.5 * (out[:, :w8] + other[:, ::-1])
+    return out
+
+
 class LearnedBackend(Backend):
     """Base of learned methods: see the module docstring for what a subclass supplies.
 

@@ -42,6 +42,8 @@ from forgectl.backends.learned import (
     AuxiliaryNetwork,
     ExportGraph,
     LearnedBackend,
+    average_with_mirror,
+    flip_option,
     tiling_options,
 )
 from forgectl.errors import WeightsError
@@ -132,7 +134,7 @@ class MunBackend(LearnedBackend):
     )
     multiple = MULTIPLE
     # tile 256 = the tiny config's training crop (the MMQ sums depend on the map size).
-    OPTIONS = tiling_options(tile=256, overlap=64)
+    OPTIONS = (*tiling_options(tile=256, overlap=64), flip_option())
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -238,14 +240,16 @@ class MunBackend(LearnedBackend):
         entry = encoder_entry(self.model_config()["rgb_encoder"])
         return tuple(entry.mean), tuple(entry.std)
 
-    def analyze(self, image: ForensicImage) -> Result:
-        h, w = image.height, image.width
-        noise = self.noiseprint(image.rgb)
+    def _heatmap(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(H, W, 3) uint8 -> ``(heatmap (H, W), noiseprint (H, W), tiles)``: the noiseprint of
+        the whole image first, then both streams cut into the same tiles."""
+        h, w = image_rgb.shape[:2]
+        noise = self.noiseprint(image_rgb)
         tile = self.options["tile"]
         # Images smaller than a tile are padded to the full square (as trained), never resized.
         plan = plan_tiles(max(h, tile), max(w, tile), tile, self.options["overlap"],
                           self.multiple)
-        rgb = pad_to(image.rgb, plan.padded_height, plan.padded_width)
+        rgb = pad_to(image_rgb, plan.padded_height, plan.padded_width)
         noise_pad = pad_to(noise, plan.padded_height, plan.padded_width)
         mean, std = self.normalization()
 
@@ -254,9 +258,14 @@ class MunBackend(LearnedBackend):
             return {"image": np.ascontiguousarray(normalize_rgb(rgb[win], mean, std)[None]),
                     "noiseprint": np.ascontiguousarray(noise_pad[win], np.float32)[None, None]}
 
-        heat = self.blend(plan, feeds)[:h, :w]
+        return self.blend(plan, feeds)[:h, :w], noise, len(plan.tiles)
+
+    def analyze(self, image: ForensicImage) -> Result:
+        heat, noise, tiles = self._heatmap(image.rgb)
+        if self.options["flip"]:
+            heat = average_with_mirror(heat, image.rgb, lambda m: self._heatmap(m)[0])
         noise_map = noiseprint_heatmap(noise)
-        facts = {"tiles": len(plan.tiles), "tile_size": tile,
+        facts = {"tiles": tiles, "tile_size": self.options["tile"], "flip": self.options["flip"],
                  "noiseprint": self.model_config().get("noiseprint"),
                  # which extractor weights ran (the onnx twin is their parity-checked export)
                  "noiseprint_weights": self.noiseprint_files()[0].name,

@@ -28,7 +28,14 @@ import numpy as np
 
 from forgectl.analysis.network_inputs import dct_planes, flip_blocks, normalize_rgb
 from forgectl.backends.base import MethodSpec, Result
-from forgectl.backends.learned import ExportGraph, LearnedBackend, TileRunner, tiling_options
+from forgectl.backends.learned import (
+    ExportGraph,
+    LearnedBackend,
+    TileRunner,
+    average_with_mirror,
+    flip_option,
+    tiling_options,
+)
 from forgectl.backends.options import Option
 from forgectl.intake import ForensicImage
 
@@ -127,8 +134,7 @@ class OmniBackend(LearnedBackend):
         *tiling_options(tile=640, overlap=32),
         Option("gate_tiles", 8, "tiles of a large image the modal gate looks at", minimum=1,
                maximum=1024),
-        Option("flip", False, "test-time augmentation: also analyze the mirrored image and "
-               "average the heatmaps (about twice the time; docs/methods/omni.md)"),
+        flip_option(),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -285,33 +291,24 @@ class OmniBackend(LearnedBackend):
             acc.add(tile, np.asarray(out["mask"][0, 0], np.float32))
         return acc.result(), gate_p, use_rgb, plan
 
-    def _mirrored_heatmap(self, rgb: np.ndarray, idx: np.ndarray, qtable: np.ndarray,
-                          has_jpeg: bool) -> tuple[np.ndarray, int] | None:
-        """The heatmap of the left-right mirrored image, mirrored back, over the first
-        ``w8`` columns (the whole 8x8 blocks: mirroring whole blocks keeps the JPEG grid, and
-        :func:`flip_blocks` gives the mirrored image's coefficient plane exactly). Returns
-        ``(heatmap (H, w8), w8)``, or None when the image is narrower than one block."""
-        w8 = rgb.shape[1] // 8 * 8
-        h8 = -(-rgb.shape[0] // 8) * 8
-        if w8 == 0:
-            return None
+    @staticmethod
+    def _mirrored_plane(idx: np.ndarray, w8: int) -> np.ndarray:
+        """The coefficient plane of the image's first ``w8`` columns mirrored left-right: its
+        8x8 blocks in mirrored order (:func:`flip_blocks`; a pixel mirror inside a block only
+        changes coefficient signs, and the network reads magnitudes)."""
+        h8 = -(-idx.shape[0] // 8) * 8
         plane = np.zeros((h8, w8), idx.dtype)
         plane[: idx.shape[0]] = idx[:, :w8]
-        mirrored_idx = flip_blocks(plane, axis=1)[: rgb.shape[0]]
-        heat, _, _, _ = self._heatmap(np.ascontiguousarray(rgb[:, :w8][:, ::-1]),
-                                      mirrored_idx, qtable, has_jpeg)
-        return np.ascontiguousarray(heat[:, ::-1]), w8
+        return flip_blocks(plane, axis=1)[: idx.shape[0]]
 
     def analyze(self, image: ForensicImage) -> Result:
         clip = int(self.model_config()["frequency"].get("clip", 20))
         idx, qtable, has_jpeg = dct_planes(image, clip)
         heat, gate_p, use_rgb, plan = self._heatmap(image.rgb, idx, qtable, has_jpeg)
         if self.flip:
-            mirrored = self._mirrored_heatmap(image.rgb, idx, qtable, has_jpeg)
-            if mirrored is not None:
-                other, w8 = mirrored
-                heat[:, :w8] += other
-                heat[:, :w8] *= 0.5
+            heat = average_with_mirror(
+                heat, image.rgb, lambda mirrored: self._heatmap(
+                    mirrored, self._mirrored_plane(idx, mirrored.shape[1]), qtable, has_jpeg)[0])
 
         facts: dict[str, Any] = {
             "modality": "rgb" if use_rgb else "fused",

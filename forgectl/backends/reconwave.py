@@ -35,6 +35,8 @@ from forgectl.backends.learned import (
     ExportGraph,
     LearnedBackend,
     TileRunner,
+    average_with_mirror,
+    flip_option,
     tiling_options,
 )
 from forgectl.backends.options import Option
@@ -82,6 +84,7 @@ class ReConWaveBackend(LearnedBackend):
         Option("min_confidence", 0.5, "restore only when the classifier is this sure",
                minimum=0.0, maximum=1.0),
         *tiling_options(),
+        flip_option(),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -201,12 +204,15 @@ class ReConWaveBackend(LearnedBackend):
     def analyze(self, image: ForensicImage) -> Result:
         restored, restoration = self._restore(image.rgb)
         heat, tiles = self._localize(restored)
+        if self.options["flip"]:
+            heat = average_with_mirror(heat, restored, lambda m: self._localize(m)[0])
         config = self.model_config()
         facts = {
             "restoration": restoration,
             "wavelet": config.get("wavelet"),
             "encoder": config.get("encoder"),
             "tiles": tiles,
+            "flip": self.options["flip"],
         }
         note = ""
         if restoration.get("restored") and restoration.get("method") == "learned":
