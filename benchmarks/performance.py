@@ -95,14 +95,24 @@ def f1_of(method: str, runtime: str, dataset: Path, work: Path) -> float | None:
 
 def runtimes_of(method: str) -> list[str]:
     """The runtimes a method's rows cover: int8 / onnx / torch for learned methods (int8 where
-    the method has it) and the fusion, ``auto`` (numpy) for classical ones."""
+    the method has it and its int8 twin is shipped) and the fusion (int8 when one of its members
+    has a shipped int8 twin), ``auto`` (numpy) for classical ones."""
     from forgectl import registry
+    from forgectl.backends.learned import twin_name
+    from forgectl.weights import weights_dir
+
+    def has_int8(name: str) -> bool:
+        cls, spec = registry.get_class(name), registry.get_spec(name)
+        return "int8" in getattr(cls, "runtimes", ()) and spec.weights is not None and (
+            weights_dir() / twin_name(spec.weights, "int8")).is_file()
 
     kind = registry.get_spec(method).kind
     if kind == "fusion":
-        return ["int8", "onnx", "torch"]
+        learned = [m for m in registry.available() if registry.get_spec(m).kind == "learned"]
+        return (["int8"] if any(has_int8(m) for m in learned) else []) + ["onnx", "torch"]
     if kind == "learned":
-        return [r for r in ("int8", "onnx", "torch") if r in registry.get_class(method).runtimes]
+        return [r for r in ("int8", "onnx", "torch")
+                if r in registry.get_class(method).runtimes and (r != "int8" or has_int8(method))]
     return ["auto"]
 
 

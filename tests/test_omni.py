@@ -438,7 +438,7 @@ def test_backend_loads_weights_without_the_training_only_box_branch(tmp_path):
 
 
 def test_flip_averages_the_mirrored_pass_over_whole_blocks(weights_path):
-    plain = OmniBackend(weights=weights_path, runtime="torch")
+    plain = OmniBackend(weights=weights_path, runtime="torch", flip=False)
     flipped = OmniBackend(weights=weights_path, runtime="torch", flip=True)
     rgb = natural_image(72, 100, seed=4)  # 100 = 12 whole blocks + 4 columns
     image = image_from_array(rgb)  # pixels only: no coefficient plane to mirror

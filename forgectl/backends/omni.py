@@ -134,7 +134,7 @@ class OmniBackend(LearnedBackend):
         *tiling_options(tile=640, overlap=32),
         Option("gate_tiles", 8, "tiles of a large image the modal gate looks at", minimum=1,
                maximum=1024),
-        flip_option(),
+        flip_option(default=True),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
