@@ -98,13 +98,9 @@ def runtimes_of(method: str) -> list[str]:
     the method has it and its int8 twin is shipped) and the fusion (int8 when one of its members
     has a shipped int8 twin), ``auto`` (numpy) for classical ones."""
     from forgectl import registry
-    from forgectl.backends.learned import twin_name
-    from forgectl.weights import weights_dir
 
-    def has_int8(name: str) -> bool:
-        cls, spec = registry.get_class(name), registry.get_spec(name)
-        return "int8" in getattr(cls, "runtimes", ()) and spec.weights is not None and (
-            weights_dir() / twin_name(spec.weights, "int8")).is_file()
+    def has_int8(name: str) -> bool:  # the default runtime picks a shipped int8 twin
+        return registry.load(name).runtime == "int8"
 
     kind = registry.get_spec(method).kind
     if kind == "fusion":
