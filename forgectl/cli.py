@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import Any
 
 import typer
 
@@ -67,11 +68,28 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def quiet_interrupts(hook: Any) -> Any:
+    """``sys.unraisablehook`` that stays silent about a Ctrl-C or SIGTERM that landed in a
+    finalizer (a second signal while worker pools shut down): the command is already stopping
+    with its one line and exit code, so a traceback there is noise. Anything else goes to
+    ``hook``."""
+    from forgectl.errors import Terminated
+
+    def unraisable(args: Any) -> None:
+        if isinstance(args.exc_value, (Terminated, KeyboardInterrupt)):
+            return
+        hook(args)
+
+    return unraisable
+
+
 def main() -> None:
     """Console entry point: run the app, turn known errors into one line and an exit code."""
     from forgectl.errors import ForgectlError, Terminated, describe
 
     debug = os.environ.get("FORGECTL_DEBUG", "") not in ("", "0")
+    if not debug:
+        sys.unraisablehook = quiet_interrupts(sys.unraisablehook)
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)

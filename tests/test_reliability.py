@@ -157,6 +157,27 @@ def test_sigkill_keeps_finished_records_and_resume_matches_uninterrupted_run(tmp
     assert rows == ref_rows and len(rows) == 16  # no duplicates, the failure listed once
 
 
+def test_a_second_signal_in_a_finalizer_prints_no_traceback():
+    """A second SIGTERM / Ctrl-C can land while worker pools shut down, inside a finalizer,
+    where Python reports it as unraisable (with a traceback); the CLI keeps those quiet and
+    passes every other unraisable error on."""
+    import types
+
+    from forgectl.cli import quiet_interrupts
+    from forgectl.errors import Terminated
+
+    seen = []
+    hook = quiet_interrupts(seen.append)
+    for exc in (Terminated(), KeyboardInterrupt()):
+        hook(types.SimpleNamespace(exc_type=type(exc), exc_value=exc, exc_traceback=None,
+                                   err_msg=None, object=None))
+    assert seen == []
+    other = types.SimpleNamespace(exc_type=ValueError, exc_value=ValueError("x"),
+                                  exc_traceback=None, err_msg=None, object=None)
+    hook(other)
+    assert seen == [other]
+
+
 @pytest.mark.parametrize("sig,code,twice", [(signal.SIGTERM, 143, False),
                                              (signal.SIGINT, 130, False),
                                              (signal.SIGTERM, 143, True)])
