@@ -89,6 +89,13 @@ def test_fit_all_fits_on_synthetic_only_and_reports_the_unchosen_half():
     assert half_a["n_tampered"] + half_a["n_authentic"] == 20
     assert half_b["n_tampered"] + half_b["n_authentic"] == 20
     assert half_a["fail_on_0.5_authentic"] <= 0.10  # the verdict threshold's rule, on A
+    gates = half_b["fail_on"]  # the CI-gate table: a higher gate never stops more images
+    assert list(gates) == ["0.5", "0.6", "0.7", "0.8", "0.9"]
+    assert gates["0.5"] == {"tampered": half_b["fail_on_0.5_tampered"],
+                            "authentic": half_b["fail_on_0.5_authentic"]}
+    for kind in ("tampered", "authentic"):
+        rates = [g[kind] for g in gates.values()]
+        assert rates == sorted(rates, reverse=True), kind
     assert half_b["f1"] > 0.6 and half_b["ece"] is not None
     assert model.contributions["ela"] > model.contributions["noise"]
 
