@@ -10,6 +10,7 @@ so clean-up code runs as for Ctrl-C. Set ``FORGECTL_DEBUG=1`` to see tracebacks.
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -37,14 +38,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-app.command("localize")(localize.localize)
-app.command("methods")(methods.methods)
-app.command("benchmark")(benchmark.benchmark)
-app.command("explain")(explain.explain)
-app.command("synth")(synth.synth)
-app.command("train")(train.train)
-app.command("export")(export.export)
-app.command("restore")(restore.restore)
+
+
+def flowing_help(doc: str | None) -> str:
+    """A command's docstring as ``--help`` text: paragraphs kept, the line breaks inside each
+    joined, so the terminal wraps the text once (Typer keeps the source's breaks after the first
+    paragraph, which leaves ragged half-lines on narrow terminals)."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+for _name, _command in (
+    ("localize", localize.localize),
+    ("methods", methods.methods),
+    ("benchmark", benchmark.benchmark),
+    ("explain", explain.explain),
+    ("synth", synth.synth),
+    ("train", train.train),
+    ("export", export.export),
+    ("restore", restore.restore),
+):
+    app.command(_name, help=flowing_help(_command.__doc__))(_command)
 
 
 def _version(value: bool) -> None:

@@ -178,3 +178,20 @@ def test_help_names_the_reliability_options(cli):
     text = cli(["localize", "--help"]).stdout
     for option in ("--resume", "--timeout", "--max-memory", "--no-isolate"):
         assert option in text
+
+
+def test_help_text_flows_as_one_paragraph_per_docstring_paragraph():
+    from forgectl.cli import flowing_help
+
+    doc = """First line
+    goes on.
+
+        A second paragraph,
+        in two lines.
+    """
+    assert flowing_help(doc) == "First line goes on.\n\nA second paragraph, in two lines."
+    wide = subprocess.run([sys.executable, "-m", "forgectl", "localize", "--help"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env=dict(os.environ, COLUMNS="300", TERM="dumb"))
+    # One line on a wide terminal: the docstring's own line break no longer cuts it.
+    assert "(3 if --fail-on was hit, 70 on an internal error" in wide.stdout
