@@ -74,6 +74,24 @@ def _folder_images(folder: Path, recursive: bool) -> list[Path]:
     return sorted(found)
 
 
+def read_path_list(source: str) -> list[str]:
+    """The paths listed in file ``source`` (``-``: standard input), one per line, or separated
+    by NUL bytes when there are any (``find -print0``, safe for names with newlines). Empty
+    entries are skipped; names are decoded as the file system does (odd bytes survive)."""
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            data = Path(source).read_bytes()
+    except OSError as exc:
+        raise InputError(f"--files-from {source}: {exc.strerror or exc}") from exc
+    if b"\0" in data:
+        entries = data.split(b"\0")
+    else:
+        entries = [line.rstrip(b"\r") for line in data.split(b"\n")]
+    return [os.fsdecode(e) for e in entries if e]
+
+
 def collect_inputs(args: Iterable[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
     """Expand files, folders and glob patterns into a sorted, de-duplicated file list.
 

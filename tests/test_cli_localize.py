@@ -195,3 +195,46 @@ def test_help_text_flows_as_one_paragraph_per_docstring_paragraph():
                           env=dict(os.environ, COLUMNS="300", TERM="dumb"))
     # One line on a wide terminal: the docstring's own line break no longer cuts it.
     assert "(3 if --fail-on was hit, 70 on an internal error" in wide.stdout
+
+
+def test_files_from_reads_a_list_and_goes_on_past_a_missing_entry(tmp_path, make_image):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jpg", "b c.jpg"):
+        (folder / name).write_bytes(encode_jpeg(make_image(64, 80), 85))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{folder / 'a.jpg'}\r\n\n{folder / 'missing.jpg'}\n{folder / 'b c.jpg'}\n")
+    out = tmp_path / "out"
+    result = run_cli("localize", "--files-from", str(listing), "-m", "ela", "--out", str(out),
+                     "--no-isolate")
+    assert result.returncode == 1, result.stderr  # the missing entry failed, the rest ran
+    assert "missing.jpg: no such file or folder" in result.stderr
+    assert "Traceback" not in result.stderr
+    logged = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(Path(r["input"]["path"]).name for r in logged if "error" not in r) == [
+        "a.jpg", "b c.jpg"]
+    assert (out / "b c.mask.png").is_file()
+
+
+def test_files_from_standard_input_splits_on_nul_bytes(tmp_path, make_image):
+    path = tmp_path / "odd\nname.jpg"  # a newline in a name: only NUL separation keeps it whole
+    path.write_bytes(encode_jpeg(make_image(64, 80), 85))
+    out = tmp_path / "out"
+    env = dict(os.environ, FORGECTL_DEBUG="")
+    result = subprocess.run(
+        [sys.executable, "-m", "forgectl", "localize", "--files-from", "-", "-m", "ela",
+         "--out", str(out), "--no-isolate"],
+        input=os.fsencode(path) + b"\0", capture_output=True, cwd=REPO, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (out / "odd\nname.mask.png").is_file()
+    assert (out / "results.jsonl").is_file()  # a list is a batch, even of one image
+
+
+def test_no_inputs_and_an_unreadable_list_are_one_line_errors(tmp_path):
+    bare = run_cli("localize", "-m", "ela", "--out", str(tmp_path / "o"))
+    assert bare.returncode == 2 and "--files-from" in bare.stderr
+    missing = run_cli("localize", "--files-from", str(tmp_path / "nope.txt"), "-m", "ela",
+                      "--out", str(tmp_path / "o"))
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().count("\n") == 0 and "nope.txt" in missing.stderr
+    assert not (tmp_path / "o").exists()  # nothing written

@@ -55,8 +55,9 @@ def parse_params(items: list[str]) -> dict[str, object]:
 
 def localize(
     paths: Annotated[
-        list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)
-    ],
+        list[str] | None,
+        typer.Argument(help="Image files, folders or glob patterns.", show_default=False),
+    ] = None,
     method: MethodOpt = "auto",
     out: OutDirOpt = Path("forgectl-out"),
     weights: WeightsOpt = None,
@@ -126,6 +127,13 @@ def localize(
                      "the CPUs (default: one per CPU; same outputs as -j 1). --engine ray: "
                      "its number of workers (default: one per CPU of the cluster)."),
     ] = None,
+    files_from: Annotated[
+        str | None,
+        typer.Option("--files-from", metavar="FILE", show_default=False,
+                     help="Also analyse the paths listed in FILE, one per line or "
+                     "NUL-separated (`find -print0`); - reads them from standard input. "
+                     "Always a batch: results.jsonl is written."),
+    ] = None,
 ) -> None:
     """Localize manipulations: write <stem>.mask.png, .heatmap.png, .overlay.png and .json.
 
@@ -150,6 +158,11 @@ def localize(
     if not isolate and engine == "local" and (workers or 1) > 1:
         raise UsageError("-j N runs worker processes: drop --no-isolate")
     _check_engine(engine, address, workers)
+    paths = list(paths or [])
+    if files_from is not None:
+        paths += pipeline.read_path_list(files_from)
+    elif not paths:
+        raise UsageError("give image files, folders or patterns, or --files-from FILE")
     files, problems = pipeline.collect_inputs(paths, recursive=recursive)
     options = parse_params(param or [])
     backend = registry.load(method, weights=weights, threshold=threshold, runtime=runtime,
@@ -161,7 +174,7 @@ def localize(
         typer.echo(f"forgectl: {problem}", err=True)
     prepare_folder(out)
 
-    batch = len(plan) > 1 or any(Path(p).is_dir() for p in paths)
+    batch = len(plan) > 1 or files_from is not None or any(Path(p).is_dir() for p in paths)
     log_path = out / "results.jsonl"
     remove_stale_temporaries(
         [o for item in plan for o in pipeline.output_paths(item.out_stem).values()]
