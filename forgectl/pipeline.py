@@ -74,6 +74,39 @@ def _folder_images(folder: Path, recursive: bool) -> list[Path]:
     return sorted(found)
 
 
+#: File extension for an image read from standard input, by the format its bytes name.
+_STDIN_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "GIF": ".gif",
+                     "BMP": ".bmp", "WEBP": ".webp"}
+
+
+def save_standard_input(out_dir: Path) -> Path:
+    """Read one image from standard input and keep it as ``<out_dir>/stdin.<ext>``, the
+    extension from its bytes: the analysed bytes stay beside their outputs, and the record's
+    input path and sha256 name a file one can open again.
+
+    Raises:
+        InputError: standard input is a terminal, empty, or not an image format forgectl reads
+            (nothing is written).
+        OutputError: ``out_dir`` cannot be made or written.
+    """
+    from forgectl.intake import detect_format
+    from forgectl.outputs import atomic_write, prepare_folder
+
+    if sys.stdin is None or sys.stdin.isatty():
+        raise InputError("-: standard input is a terminal; pipe an image into it")
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise InputError("-: standard input is empty")
+    fmt = detect_format(data[:16])
+    if fmt is None:
+        raise InputError("-: standard input is not a JPEG, PNG, TIFF, WebP, BMP or GIF image")
+    prepare_folder(out_dir)
+    path = Path(out_dir) / f"stdin{_STDIN_EXTENSIONS[fmt]}"
+    with atomic_write(path) as fh:
+        fh.write(data)
+    return path
+
+
 def read_path_list(source: str) -> list[str]:
     """The paths listed in file ``source`` (``-``: standard input), one per line, or separated
     by NUL bytes when there are any (``find -print0``, safe for names with newlines). Empty

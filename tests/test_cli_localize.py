@@ -238,3 +238,28 @@ def test_no_inputs_and_an_unreadable_list_are_one_line_errors(tmp_path):
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().count("\n") == 0 and "nope.txt" in missing.stderr
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_an_image_on_standard_input_is_kept_beside_its_outputs(tmp_path, make_image):
+    data = encode_jpeg(make_image(64, 80), 85)
+    out = tmp_path / "out"
+    env = dict(os.environ, FORGECTL_DEBUG="")
+    command = [sys.executable, "-m", "forgectl", "localize", "-", "-m", "ela", "--out",
+               str(out), "--no-isolate", "--json"]
+    result = subprocess.run(command, input=data, capture_output=True, cwd=REPO, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    kept = out / "stdin.jpg"  # the format from the bytes, not a name
+    assert kept.read_bytes() == data
+    assert record["input"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert Path(record["input"]["path"]).resolve() == kept.resolve()
+    assert (out / "stdin.mask.png").is_file() and not (out / "results.jsonl").exists()
+    for junk, message in ((b"", "empty"), (b"%PDF-1.4 not an image", "not a JPEG")):
+        bad = subprocess.run(command[:-4] + ["--out", str(tmp_path / "bad")], input=junk,
+                             capture_output=True, cwd=REPO, env=env, timeout=300)
+        assert bad.returncode == 1 and message in bad.stderr.decode()
+        assert b"Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+    both = subprocess.run(command[:4] + ["-", "--files-from", "-"], input=data,
+                          capture_output=True, cwd=REPO, env=env, timeout=300)
+    assert both.returncode == 2 and b"standard input" in both.stderr

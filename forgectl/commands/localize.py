@@ -56,7 +56,8 @@ def parse_params(items: list[str]) -> dict[str, object]:
 def localize(
     paths: Annotated[
         list[str] | None,
-        typer.Argument(help="Image files, folders or glob patterns.", show_default=False),
+        typer.Argument(help="Image files, folders or glob patterns; - reads one image from "
+                       "standard input (kept as --out/stdin.<ext>).", show_default=False),
     ] = None,
     method: MethodOpt = "auto",
     out: OutDirOpt = Path("forgectl-out"),
@@ -159,15 +160,20 @@ def localize(
         raise UsageError("-j N runs worker processes: drop --no-isolate")
     _check_engine(engine, address, workers)
     paths = list(paths or [])
-    if files_from is not None:
-        paths += pipeline.read_path_list(files_from)
-    elif not paths:
+    if not paths and files_from is None:
         raise UsageError("give image files, folders or patterns, or --files-from FILE")
-    files, problems = pipeline.collect_inputs(paths, recursive=recursive)
+    if "-" in paths and (paths.count("-") > 1 or files_from == "-"):
+        raise UsageError("standard input holds one thing: one image (-) or the list "
+                         "(--files-from -)")
     options = parse_params(param or [])
     backend = registry.load(method, weights=weights, threshold=threshold, runtime=runtime,
                             **options)
     backend = RestoreStage(restore, runtime=runtime).wrap(backend)
+    listed = pipeline.read_path_list(files_from) if files_from is not None else []
+    if "-" in paths:  # after every check that could refuse the run: nothing is kept for nothing
+        paths[paths.index("-")] = str(pipeline.save_standard_input(out))
+    paths += listed
+    files, problems = pipeline.collect_inputs(paths, recursive=recursive)
     plan = pipeline.plan_outputs(files, out)
     pipeline.check_not_overwriting_inputs(plan)
     for problem in problems:
