@@ -314,3 +314,15 @@ def test_image_from_array_report_renders(make_image):
     assert "Content-Security-Policy" in html
     record = report.build_record(explanation)
     json.dumps(record)  # JSON-ready without a custom encoder
+
+
+def test_an_image_on_standard_input_is_reported_and_kept(jpeg_file, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "forgectl", "explain", "-", "--out", str(out), "--methods", "ela"],
+        input=jpeg_file.read_bytes(), capture_output=True, cwd=REPO, timeout=300,
+        env=dict(os.environ, FORGECTL_DEBUG=""))
+    assert result.returncode == 0, result.stderr
+    assert (out / "stdin.jpg").read_bytes() == jpeg_file.read_bytes()
+    record = json.loads((out / "stdin.report.json").read_text())
+    assert record["input"]["format"] == "JPEG" and (out / "stdin.report.html").is_file()

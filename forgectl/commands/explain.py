@@ -50,7 +50,8 @@ def parse_methods(text: str | None) -> list[str]:
 
 
 def explain(
-    image: Annotated[Path, typer.Argument(help="Image file to report on.", show_default=False)],
+    image: Annotated[Path, typer.Argument(help="Image file to report on; - reads it from standard "
+                                     "input (kept as --out/stdin.<ext>).", show_default=False)],
     out: OutDirOpt,
     methods: Annotated[
         str | None,
@@ -78,6 +79,10 @@ def explain(
     names = parse_methods(methods)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
+    if str(image) == "-":
+        from forgectl.pipeline import save_standard_input
+
+        image = save_standard_input(out)  # kept as <out>/stdin.<ext>, as localize keeps it
     html_path = out / (image.stem + HTML_SUFFIX)
     json_path = out / (image.stem + JSON_SUFFIX)
     if image.exists() and image.resolve() in (html_path.resolve(), json_path.resolve()):
