@@ -41,6 +41,7 @@ from forgectl.backends.learned import (
 from forgectl.errors import ForgectlError, UsageError
 from forgectl.intake import ForensicImage, image_from_array
 from forgectl.synth.scenes import natural_image
+from forgectl.weights import record_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -450,6 +451,7 @@ def export_model(
     else:
         data = with_onnx_card(data, card)
     write_bytes(out, data)
+    record_sha256(out)
     return ExportReport(path=out, format=fmt, method=backend.spec.name,
                         weights=backend.weights_id, tolerance=tolerance, max_abs_diff=worst,
                         samples=rows, size_bytes=len(data))
@@ -510,6 +512,7 @@ def export_auxiliary(backend: LearnedBackend, aux: AuxiliaryNetwork,
                                 "reference": "the same network in PyTorch, same feeds"}
     data = with_onnx_card(data, card)
     write_bytes(aux.twin, data)
+    record_sha256(aux.twin)
     return ExportReport(path=aux.twin, format="onnx", method=backend.spec.name,
                         weights=aux.weights.name, tolerance=tolerance, max_abs_diff=worst,
                         samples=rows, size_bytes=len(data))
@@ -684,6 +687,7 @@ def quantize_int8(backend: LearnedBackend, calibration: Sequence[Path], out: Pat
     }
     data = with_onnx_card(data, card)
     write_bytes(out, data)
+    record_sha256(Path(out))
     return ExportReport(path=Path(out), format="onnx (int8)", method=backend.spec.name,
                         weights=source.name, tolerance=tolerance,
                         max_abs_diff=max(r["mean_abs_diff"] for r in rows), samples=rows,

@@ -176,6 +176,63 @@ def check_digest(path: Path, card: dict[str, Any] | None) -> None:
         )
 
 
+#: Digests of the files in a weights folder that carry none of their own (the ONNX twins; a
+#: ``.safetensors`` file's digest is in its card), in ``sha256sum`` format, so ``sha256sum -c
+#: SHA256SUMS`` in the folder checks them too. ``forgectl export`` keeps it current.
+CHECKSUMS = "SHA256SUMS"
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The digest the ``SHA256SUMS`` beside ``path`` records for it, or None (no list, or the
+    file is not on it)."""
+    path = Path(path)
+    try:
+        lines = (path.parent / CHECKSUMS).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        digest, _, name = line.strip().partition(" ")
+        if name.strip().lstrip("*") == path.name:
+            return digest.lower()
+    return None
+
+
+def check_recorded_sha256(path: Path) -> None:
+    """Refuse a file whose sha256 differs from the one its folder's ``SHA256SUMS`` records
+    (files it does not list are accepted).
+
+    Raises:
+        WeightsError: the digest differs (truncated or modified file).
+    """
+    expected = recorded_sha256(path)
+    if expected and sha256_file(path) != expected:
+        raise WeightsError(
+            f"{Path(path).name} does not match its sha256 in {CHECKSUMS} (truncated or modified "
+            "file): reinstall forgectl, or re-export it with `forgectl export`"
+        )
+
+
+def record_sha256(path: Path) -> None:
+    """Write ``path``'s digest into the ``SHA256SUMS`` beside it (replacing its old line) when
+    that folder is the shipped one or already keeps such a list; other folders are left as they
+    are. The list is rewritten atomically, sorted by name."""
+    from forgectl.outputs import write_bytes
+
+    path = Path(path)
+    listing = path.parent / CHECKSUMS
+    if not listing.is_file() and path.parent.resolve() != weights_dir().resolve():
+        return
+    entries: dict[str, str] = {}
+    if listing.is_file():
+        for line in listing.read_text(encoding="utf-8").splitlines():
+            digest, _, name = line.strip().partition(" ")
+            if name.strip():
+                entries[name.strip().lstrip("*")] = digest
+    entries[path.name] = sha256_file(path)
+    text = "".join(f"{digest}  {name}\n" for name, digest in sorted(entries.items()))
+    write_bytes(listing, text.encode("utf-8"))
+
+
 def load_network(
     path: Path,
     build: Callable[[dict[str, Any]], torch.nn.Module],

@@ -20,7 +20,7 @@ from setuptools import find_packages
 
 from forgectl import registry
 from forgectl.backends.learned import LearnedBackend, OnnxRunner
-from forgectl.weights import CHECKOUT_DIR, sha256_file
+from forgectl.weights import CHECKOUT_DIR, CHECKSUMS, sha256_file
 from tests.helpers import REPO, natural_image, run_without_torch
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -67,6 +67,30 @@ def test_every_shipped_twin_is_the_export_of_the_weights_beside_it(twin):
         comparison = quant["comparison"]
         assert all(r["mean_abs_diff"] <= comparison["tolerance_mean_abs_diff"]
                    for r in comparison["samples"])
+
+
+def test_the_checksum_list_names_every_shipped_twin_with_its_digest():
+    listed = {}
+    for line in (CHECKOUT_DIR / CHECKSUMS).read_text().splitlines():
+        digest, name = line.split(None, 1)
+        listed[name.lstrip("*")] = digest
+    assert sorted(listed) == [t.name for t in _twins()], (
+        f"{CHECKSUMS} and the twins in weights/ differ: re-export with forgectl export")
+    for twin in _twins():
+        assert listed[twin.name] == sha256_file(twin), f"{twin.name}: stale line in {CHECKSUMS}"
+
+
+def test_runtime_torch_without_torch_is_refused_before_any_image(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(natural_image(64, 80, seed=3)).save(photo, quality=88)
+    for method in ("omni", "auto"):  # auto: refused too, not run with blind members
+        done = run_without_torch(["localize", str(photo), "-m", method, "--runtime", "torch",
+                                  "--out", str(tmp_path / method)], tmp_path)
+        assert done.returncode == 2, f"{method}: {done.stderr[-800:]}"
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "needs PyTorch" in lines[0], done.stderr
+        assert "forgectl[train]" in lines[0]
+        assert not (tmp_path / method / "photo.json").exists()
 
 
 @pytest.mark.parametrize("method", _learned_ready())
@@ -126,6 +150,8 @@ def test_the_wheel_carries_the_weights_and_runs_without_torch(tmp_path):
     assert done.returncode == 0, done.stderr[-800:]
     record = json.loads((tmp_path / "out" / "splice.json").read_text())
     assert record["method"]["runtime"] == "onnx"  # omni runs its float ONNX twin from the wheel
-    assert "site-packages" in subprocess.run(
+    shipped = subprocess.run(
         [str(py), "-c", "from forgectl.weights import weights_dir; print(weights_dir())"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert "site-packages" in shipped
+    assert (Path(shipped) / CHECKSUMS).is_file()  # the twins' digests travel with them

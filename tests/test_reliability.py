@@ -10,6 +10,7 @@ hangs or allocates on images named so.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import random
@@ -28,7 +29,7 @@ from forgectl.backends.base import Backend, MethodSpec, Result
 from forgectl.intake import encode_jpeg
 from forgectl.outputs import ResultsLog, read_jsonl
 from forgectl.registry import MethodEntry
-from forgectl.weights import sha256_file
+from forgectl.weights import CHECKSUMS, sha256_file
 from tests.helpers import REPO, invoke, natural_image
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "FORGECTL_THREADS": "1", "FORGECTL_DEBUG": ""}
@@ -386,6 +387,44 @@ def test_damaged_weights_are_refused_once_with_one_line(tmp_path, monkeypatch, d
         "forgectl: error: omni-tiny.safetensors does not match the sha256 in its model card "
         "(truncated or modified file): restore it from the repository or retrain"]
     assert not list((tmp_path / "out").glob("img*"))
+
+
+def test_a_damaged_onnx_twin_is_refused_with_one_line(tmp_path, monkeypatch):
+    shipped = REPO / "weights"
+    copy = tmp_path / "weights"
+    copy.mkdir()
+    for name in ("omni-tiny.onnx", "omni-tiny.json", CHECKSUMS):
+        (copy / name).write_bytes((shipped / name).read_bytes())
+    data = bytearray((copy / "omni-tiny.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x10  # onnxruntime itself would load this and run it
+    (copy / "omni-tiny.onnx").write_bytes(bytes(data))
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(copy))
+    folder = _folder(tmp_path / "in", n=2, broken=False)
+    result = invoke(["localize", folder, "-m", "omni", "--out", tmp_path / "out"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"forgectl: error: omni-tiny.onnx does not match its sha256 in {CHECKSUMS} (truncated "
+        "or modified file): reinstall forgectl, or re-export it with `forgectl export`"]
+    assert not list((tmp_path / "out").glob("img*"))
+
+
+def test_the_checksum_list_is_kept_by_whoever_writes_a_twin(tmp_path, monkeypatch):
+    from forgectl.weights import record_sha256, recorded_sha256
+
+    own = tmp_path / "own"  # a folder of one's own without a list: left as it is
+    own.mkdir()
+    (own / "a.onnx").write_bytes(b"one")
+    record_sha256(own / "a.onnx")
+    assert not (own / CHECKSUMS).exists() and recorded_sha256(own / "a.onnx") is None
+    shipped = tmp_path / "shipped"  # the shipped folder: the list is made, then kept sorted
+    shipped.mkdir()
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(shipped))
+    for name, data in (("b.onnx", b"two"), ("a.onnx", b"one"), ("b.onnx", b"three")):
+        (shipped / name).write_bytes(data)
+        record_sha256(shipped / name)
+    lines = (shipped / CHECKSUMS).read_text().splitlines()
+    assert [line.split("  ")[1] for line in lines] == ["a.onnx", "b.onnx"]
+    assert recorded_sha256(shipped / "b.onnx") == hashlib.sha256(b"three").hexdigest()
 
 
 def _image(tmp_path: Path, size=(96, 128), seed=5) -> Path:

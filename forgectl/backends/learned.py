@@ -31,7 +31,7 @@ import numpy as np
 from forgectl import weights as W
 from forgectl.backends.base import Backend, compute_threads
 from forgectl.backends.options import Option, require
-from forgectl.errors import UsageError, WeightsError
+from forgectl.errors import UsageError, WeightsError, require_torch
 from forgectl.tiling import Tile, TilePlan, blend_tiles, plan_tiles
 
 if TYPE_CHECKING:
@@ -162,6 +162,8 @@ class OnnxRunner:
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         so.log_severity_level = 3  # warnings about unused initializers are noise to users
         name = "the exported model" if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes):
+            W.check_recorded_sha256(Path(model))  # a damaged twin is refused, not run
         try:
             source = model if isinstance(model, bytes) else str(model)
             self.session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
@@ -271,6 +273,9 @@ class LearnedBackend(Backend):
             raise UsageError(
                 f"{self.weights_path.name} is an exported ONNX model: add --runtime onnx"
             )
+        if self.engine == "torch":  # refused before any image: not one internal error per image
+            require_torch(f"{self.spec.name} on the torch runtime (--runtime torch, or "
+                          f"--weights {self.weights_path.name})")
         self._weights_sha: str | None = None
         self._card: dict[str, Any] | None = None
         self._model: Any = None
