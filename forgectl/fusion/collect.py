@@ -20,7 +20,7 @@ import numpy as np
 
 from forgectl import registry
 from forgectl.backends.base import Backend
-from forgectl.errors import ForgectlError
+from forgectl.errors import ForgectlError, UsageError, WeightsError
 from forgectl.evaluation.datasets import Dataset, Item, load_mask
 from forgectl.fusion.features import MemberOutput
 from forgectl.intake import ForensicImage, load_image
@@ -149,12 +149,16 @@ def _cached_output(
 
 
 def run_member(name: str, backend: Backend, image: ForensicImage) -> MemberOutput:
-    """One member on one image, timed; a failure is a not-applicable output (the fusion
-    treats a member that cannot say anything the same way, whatever the reason)."""
+    """One member on one image, timed; a failure on this image is a not-applicable output
+    (the fusion treats a member that cannot say anything the same way, whatever the reason).
+    A member that cannot run at all (damaged or missing weights, a runtime this install
+    lacks) raises: the fusion without it would give other numbers under the same name."""
     start = time.perf_counter()
     try:
         result = backend.localize(image)
-    except Exception as exc:  # a member's failure must not stop the fusion
+    except (WeightsError, UsageError):
+        raise
+    except Exception as exc:  # a member's failure on this image must not stop the fusion
         return MemberOutput.blind(name, (image.height, image.width),
                                   time.perf_counter() - start, note=f"{type(exc).__name__}")
     return MemberOutput(name=name, heatmap=result.heatmap, score=result.score,
