@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -382,3 +383,32 @@ def test_halves_are_fixed_stratified_and_disjoint():
     a2, b2 = halves([keys[i] for i in order], [strata[i] for i in order])
     assert sorted(order[i] for i in a2) == sorted(a)
     assert sorted(order[i] for i in b2) == sorted(b)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_method_that_cannot_run_stops_the_benchmark_in_one_line(tiny_dataset, tmp_path,
+                                                                   workers):
+    """A damaged twin is the method, not an item: one line and no report, not a report of N
+    identical errors (nor, with worker processes, a traceback and a broken pool)."""
+    shipped = Path(__file__).resolve().parent.parent / "weights"
+    copy = tmp_path / "weights"
+    copy.mkdir()
+    for path in shipped.iterdir():
+        if path.name != "omni-tiny.onnx":
+            (copy / path.name).symlink_to(path)
+    data = bytearray((shipped / "omni-tiny.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (copy / "omni-tiny.onnx").write_bytes(bytes(data))
+    out = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-m", "forgectl", "benchmark", str(tiny_dataset), "-m", "omni",
+         "-j", workers, "--bootstrap", "0", "--no-plots", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "FORGECTL_WEIGHTS_DIR": str(copy),
+             "FORGECTL_DEBUG": ""})
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert errors == ["forgectl: error: omni-tiny.onnx does not match its sha256 in SHA256SUMS "
+                      "(truncated or modified file): reinstall forgectl, or re-export it with "
+                      "`forgectl export`"], done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()

@@ -28,7 +28,7 @@ import numpy as np
 from forgectl import __version__
 from forgectl import metrics as M
 from forgectl.backends.base import Backend
-from forgectl.errors import ForgectlError, InputError
+from forgectl.errors import ForgectlError, InputError, UsageError, WeightsError
 from forgectl.evaluation.datasets import Dataset, Item, file_list_sha256, load_mask
 from forgectl.evaluation.perturb import Perturbation
 from forgectl.intake import load_image
@@ -152,6 +152,8 @@ def analyze_item(
         t0 = time.perf_counter()
         result = backend.localize(image)
         seconds = time.perf_counter() - t0
+    except (WeightsError, UsageError):
+        raise  # the method cannot run at all: a report of N identical errors says less
     except ForgectlError as exc:
         rec["error"] = str(exc)
         return rec, None
@@ -208,17 +210,24 @@ def _init_worker(
 ) -> None:
     from forgectl import registry
 
-    _WORKER["backend"] = registry.load(name, **kwargs)
-    if stage is not None:
-        _WORKER["backend"] = stage.wrap(_WORKER["backend"])
-    _WORKER["memory"] = PeakMemory().start()
-    # One untimed pass so lazy imports and first-call set-up are not counted as speed.
-    analyze_item(_WORKER["backend"], warm_item, perturbation, thresholds)
+    try:
+        _WORKER["backend"] = registry.load(name, **kwargs)
+        if stage is not None:
+            _WORKER["backend"] = stage.wrap(_WORKER["backend"])
+        _WORKER["memory"] = PeakMemory().start()
+        # One untimed pass so lazy imports and first-call set-up are not counted as speed.
+        analyze_item(_WORKER["backend"], warm_item, perturbation, thresholds)
+    except ForgectlError as exc:
+        # Raised from the first task instead: an initializer's exception only breaks the pool
+        # (a traceback on stderr, BrokenProcessPool here); a task's reaches the parent intact.
+        _WORKER["failure"] = exc
 
 
 def _worker_task(
     index: int, item: Item, perturbation: Perturbation | None, thresholds: np.ndarray
 ) -> tuple[int, dict[str, Any], np.ndarray | None, MemoryInfo, float, float]:
+    if "failure" in _WORKER:
+        raise _WORKER["failure"]
     start = time.monotonic()
     rec, curve = analyze_item(_WORKER["backend"], item, perturbation, thresholds)
     end = time.monotonic()
