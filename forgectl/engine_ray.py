@@ -44,6 +44,7 @@ from typing import Any
 from forgectl import __version__, errors
 from forgectl.backends.base import Backend, compute_threads
 from forgectl.errors import ForgectlError, UsageError
+from forgectl.outputs import IMAGE_OUTPUTS
 from forgectl.pipeline import (
     DEFAULT_TIMEOUT_S,
     InProcessRunner,
@@ -167,12 +168,14 @@ class ForgectlWorker:
             problem = f"does not see the input {probe} (working folder {os.getcwd()})"
         return {"pid": os.getpid(), "node": _node_ip(), "problem": problem}
 
-    def run(self, path: str, out_stem: str) -> tuple[str, Any]:
+    def run(self, path: str, out_stem: str,
+            kinds: tuple[str, ...] = IMAGE_OUTPUTS) -> tuple[str, Any]:
         """``("record", record)``, or ``("fatal", (error class, message, exit code))`` for an
         error of the whole batch (outputs cannot be written, broken weights)."""
         assert self.runner is not None
         try:
-            return "record", self.runner.run(InputFile(path=Path(path), out_stem=Path(out_stem)))
+            return "record", self.runner.run(InputFile(path=Path(path), out_stem=Path(out_stem),
+                                                       kinds=tuple(kinds)))
         except ForgectlError as exc:
             return "fatal", (type(exc).__name__, str(exc), exc.exit_code)
         except Exception as exc:  # only with FORGECTL_DEBUG: the driver reports the bug
@@ -505,7 +508,7 @@ class RayRunner:
             while slot.ready and slot.busy < DEPTH and todo and todo[0] < limit:
                 index = todo.popleft()
                 item = self._items[index]
-                ref = slot.handle.run.remote(str(item.path), str(item.out_stem))
+                ref = slot.handle.run.remote(str(item.path), str(item.out_stem), item.kinds)
                 self._inflight[ref] = (slot, index)
                 slot.busy += 1
 

@@ -39,6 +39,8 @@ OUTPUT_SUFFIXES = (".mask.png", ".heatmap.png", ".overlay.png", ".reliability.pn
 #: Result maps written as their own 8-bit grey PNG (``<stem>.<name>.png``, 255 = 1.0) when a
 #: method gives them: ``reliability`` (``auto``: how much of its evidence sees each pixel).
 MAP_OUTPUTS = ("reliability",)
+#: The per-image PNGs ``localize`` can write (``--outputs``); the JSON is always written.
+IMAGE_OUTPUTS = ("mask", "heatmap", "overlay", *MAP_OUTPUTS)
 #: Errors a write can hit whatever the caller does (a full disk, a read-only file system).
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
@@ -297,9 +299,12 @@ def _glob_escape(name: str) -> str:
 def write_result_files(
     stem_path: Path, rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray, record: dict,
     maps: dict[str, np.ndarray] | None = None, threads: int = 1,
+    kinds: Iterable[str] = IMAGE_OUTPUTS,
 ) -> dict[str, Any]:
     """Write ``<stem>.mask.png``, ``.heatmap.png``, ``.overlay.png`` (and ``.<name>.png`` for
-    each of :data:`MAP_OUTPUTS` in ``maps``) and ``.json``.
+    each of :data:`MAP_OUTPUTS` in ``maps``), those of them named in ``kinds``, and ``.json``.
+    An earlier run's PNG of a kind not written now is removed: the set on disk is the one the
+    JSON lists.
 
     The JSON goes last (an earlier run's JSON is removed first) and holds the other files'
     paths and sha256 and ``"complete": true``, so its presence means the set is complete and
@@ -314,6 +319,7 @@ def write_result_files(
         OutputError: a write failed (nothing of this image is left).
     """
     paths = output_paths(stem_path)
+    wanted = set(kinds)
     encoders: dict[str, Callable[[], bytes]] = {
         "mask": lambda: png_bytes(mask.astype(np.uint8) * 255),
         "heatmap": lambda: heatmap_png(heatmap),
@@ -322,9 +328,13 @@ def write_result_files(
     for name in MAP_OUTPUTS:
         if maps and name in maps:
             encoders[name] = functools.partial(_grey_png, maps[name])
+    encoders = {k: f for k, f in encoders.items() if k in wanted}
     images = _run_all(encoders, threads)
     try:
         paths["json"].unlink(missing_ok=True)
+        for kind in IMAGE_OUTPUTS:
+            if kind not in images:
+                paths[kind].unlink(missing_ok=True)
         for kind, data in images.items():
             write_bytes(paths[kind], data)
         record = dict(record)
@@ -348,7 +358,7 @@ def _run_all(encoders: dict[str, Callable[[], bytes]], threads: int) -> dict[str
     """``{name: encode}`` -> ``{name: its PNG bytes}`` in the same order. OpenCV and Pillow's
     compressor release the GIL, so ``threads`` > 1 makes several at once (at 12 MP the
     overlay alone takes about a second)."""
-    if threads <= 1:
+    if threads <= 1 or len(encoders) <= 1:
         return {k: encode() for k, encode in encoders.items()}
     from concurrent.futures import ThreadPoolExecutor
 

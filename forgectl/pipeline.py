@@ -31,6 +31,8 @@ from forgectl.backends.base import Backend, Result, compute_threads
 from forgectl.errors import ForgectlError, InputError, OutputError, UsageError, WeightsError
 from forgectl.intake import IMAGE_EXTENSIONS, ForensicImage, load_image
 from forgectl.outputs import (
+    IMAGE_OUTPUTS,
+    MAP_OUTPUTS,
     OUTPUT_SUFFIXES,
     SCHEMA_VERSION,
     discard_outputs,
@@ -53,10 +55,12 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class InputFile:
-    """One file to analyse and the output stem it maps to (``<out>/<rel>/<stem>``)."""
+    """One file to analyse, the output stem it maps to (``<out>/<rel>/<stem>``) and the PNGs
+    to write there (``localize --outputs``; the JSON always)."""
 
     path: Path
     out_stem: Path
+    kinds: tuple[str, ...] = IMAGE_OUTPUTS
 
 
 def _is_our_output(name: str) -> bool:
@@ -161,8 +165,10 @@ def collect_inputs(args: Iterable[str], recursive: bool = False) -> tuple[list[P
     return unique, problems
 
 
-def plan_outputs(files: list[Path], out_dir: Path) -> list[InputFile]:
-    """Map each input to an output stem that mirrors its path below the inputs' common folder.
+def plan_outputs(files: list[Path], out_dir: Path,
+                 kinds: tuple[str, ...] = IMAGE_OUTPUTS) -> list[InputFile]:
+    """Map each input to an output stem that mirrors its path below the inputs' common folder
+    (``kinds``: the PNGs to write for each, see :class:`InputFile`).
 
     Files with the same stem in different folders land in different folders; two files with
     the same stem in one folder (``a.jpg``, ``a.png``) keep their extension in the stem.
@@ -181,7 +187,7 @@ def plan_outputs(files: list[Path], out_dir: Path) -> list[InputFile]:
     for f, r, rel in zip(files, resolved, rels, strict=True):
         if len(stems[rel]) > 1:
             rel = rel.with_name(f"{r.stem}_{r.suffix.lstrip('.').lower() or 'noext'}")
-        plan.append(InputFile(path=f, out_stem=out_dir / rel))
+        plan.append(InputFile(path=f, out_stem=out_dir / rel, kinds=tuple(kinds)))
     return plan
 
 
@@ -308,8 +314,9 @@ def completed_record(item: InputFile, settings: dict[str, Any]) -> dict[str, Any
     ``settings`` (:func:`run_settings`), else None.
 
     Valid means: the JSON parses, says ``"complete": true``, was made with the same settings,
-    for an input with the same sha256 as the file now, and every other output file exists with
-    the sha256 the JSON recorded.
+    for an input with the same sha256 as the file now, wrote the PNGs ``item.kinds`` asks for
+    (the maps of :data:`MAP_OUTPUTS` only where the method makes them) and no other, and every
+    one of them exists with the sha256 the JSON recorded.
     """
     paths = output_paths(item.out_stem)
     try:
@@ -321,8 +328,9 @@ def completed_record(item: InputFile, settings: dict[str, Any]) -> dict[str, Any
     if record.get("schema") != SCHEMA_VERSION or record_settings(record) != settings:
         return None
     digests = record.get("output_sha256")
-    if (not isinstance(digests, dict) or not {"mask", "heatmap", "overlay"} <= set(digests)
-            or not set(digests) <= set(paths) - {"json"}):
+    required = set(item.kinds) - set(MAP_OUTPUTS)
+    if (not isinstance(digests, dict) or not required <= set(digests)
+            or not set(digests) <= set(item.kinds)):
         return None
     try:
         if (record.get("input") or {}).get("sha256") != sha256_file(item.path):
@@ -347,7 +355,7 @@ def process_file(backend: Backend, item: InputFile, max_pixels: int | None = Non
         image, result, timings = analyze_file(backend, item.path, max_pixels)
         record = build_record(image, result, backend, timings)
         return write_result_files(item.out_stem, image.rgb, result.heatmap, result.mask, record,
-                                  result.maps, threads=compute_threads())
+                                  result.maps, threads=compute_threads(), kinds=item.kinds)
     except FATAL_ERRORS:
         raise
     except ForgectlError as exc:
@@ -484,7 +492,7 @@ def _worker_main(conn: Any, backend: Backend, max_pixels: int | None,
             return
         if job is None:
             return
-        item = InputFile(path=Path(job[0]), out_stem=Path(job[1]))
+        item = InputFile(path=Path(job[0]), out_stem=Path(job[1]), kinds=tuple(job[2]))
         try:
             reply: tuple[str, Any] = ("record", process_file(backend, item, max_pixels))
         except ForgectlError as exc:
@@ -605,7 +613,7 @@ class IsolatedRunner:
         name = self.backend.spec.name
         started = time.monotonic()
         try:
-            self._conn.send((str(item.path), str(item.out_stem)))
+            self._conn.send((str(item.path), str(item.out_stem), item.kinds))
         except (OSError, ValueError):
             pass  # the worker died already: found below
         while True:

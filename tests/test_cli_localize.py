@@ -263,3 +263,32 @@ def test_an_image_on_standard_input_is_kept_beside_its_outputs(tmp_path, make_im
     both = subprocess.run(command[:4] + ["-", "--files-from", "-"], input=data,
                           capture_output=True, cwd=REPO, env=env, timeout=300)
     assert both.returncode == 2 and b"standard input" in both.stderr
+
+
+def test_outputs_writes_only_the_chosen_pngs_and_resume_respects_the_choice(tmp_path, make_image):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_bytes(encode_jpeg(make_image(64, 80), 85))
+    out = tmp_path / "out"
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return run_cli("localize", str(folder), "-m", "ela", "--out", str(out), "-j", "1",
+                       *extra)
+
+    def pngs() -> list[str]:
+        return sorted(p.name for p in out.glob("a.*.png"))
+
+    assert run().returncode == 0
+    assert pngs() == ["a.heatmap.png", "a.mask.png", "a.overlay.png"]
+    assert run("--outputs", "mask", "--resume").returncode == 0  # another choice: redone
+    assert pngs() == ["a.mask.png"]  # the earlier heatmap and overlay are gone with it
+    record = json.loads((out / "a.json").read_text())
+    assert set(record["outputs"]) == {"mask"} and set(record["output_sha256"]) == {"mask"}
+    again = run("--outputs", "mask", "--resume")
+    assert again.returncode == 0 and "2 finished earlier, kept" in again.stderr
+    assert run("--outputs", "json").returncode == 0 and pngs() == []
+    logged = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [set(r["outputs"]) for r in logged] == [{"json"}, {"json"}]
+    bad = run("--outputs", "mask,masks")
+    assert bad.returncode == 2 and "--outputs: masks is not an output" in bad.stderr

@@ -273,7 +273,8 @@ def _json_without_timings(path: Path) -> str:
 @pytest.mark.slow
 def test_ray_outputs_are_byte_identical_to_the_local_engine(tmp_path):
     """A local Ray with 2 CPUs started for the run (and stopped: its folder is gone), 60
-    images and a corrupt one: the same files, records and results.jsonl as a local run."""
+    images and a corrupt one: the same files, records and results.jsonl as a local run, the
+    same choice of ``--outputs``."""
     inputs = tmp_path / "in"
     _images(inputs, 60)
     (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
@@ -284,7 +285,9 @@ def test_ray_outputs_are_byte_identical_to_the_local_engine(tmp_path):
             cwd = tmp_path / engine
             cwd.mkdir()
             env = _env(ray_tmp if engine == "ray" else tmp_path / "tmp")
-            proc = subprocess.run(_cli("localize", inputs, "-m", "ela", "--out", "out", *extra),
+            # --outputs travels with each image to the workers (no heatmap either way).
+            proc = subprocess.run(_cli("localize", inputs, "-m", "ela", "--out", "out",
+                                       "--outputs", "mask,overlay", *extra),
                                   capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
             runs[engine] = proc
             assert proc.returncode == 1, proc.stderr  # the corrupt file fails, batch goes on
@@ -297,7 +300,7 @@ def test_ray_outputs_are_byte_identical_to_the_local_engine(tmp_path):
     local, ray_out = tmp_path / "local" / "out", tmp_path / "ray" / "out"
     names = sorted(p.name for p in local.iterdir())
     assert names == sorted(p.name for p in ray_out.iterdir())  # no marker, no .tmp left
-    assert len(names) == 60 * 4 + 1
+    assert len(names) == 60 * 3 + 1 and not any(n.endswith(".heatmap.png") for n in names)
     for name in names:
         if name.endswith(".png"):
             assert (local / name).read_bytes() == (ray_out / name).read_bytes(), name
