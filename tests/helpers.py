@@ -104,3 +104,27 @@ def run_without_torch(args: list[Any], cwd: Path, env: dict[str, str] | None = N
     code = "import sys; from forgectl.cli import main; sys.argv[0] = 'forgectl'; main()"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def weights_with_damaged_twin(folder: Path, twin: str = "omni-tiny.onnx") -> Path:
+    """``folder``: the shipped weights as links, but ``twin`` a copy with one bit flipped (a
+    damage onnxruntime itself would load and run); point ``FORGECTL_WEIGHTS_DIR`` at it."""
+    shipped = REPO / "weights"
+    folder.mkdir(parents=True)
+    for path in shipped.iterdir():
+        if path.name != twin:
+            (folder / path.name).symlink_to(path)
+    data = bytearray((shipped / twin).read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (folder / twin).write_bytes(bytes(data))
+    return folder
+
+
+def jpeg_folder(folder: Path, names: list[str], size: tuple[int, int] = (64, 80)) -> Path:
+    """``folder`` with a small natural JPEG (q85) under each of ``names``."""
+    from forgectl.intake import encode_jpeg
+
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_bytes(encode_jpeg(natural_image(*size), 85))
+    return folder

@@ -20,6 +20,7 @@ from forgectl.cli import app
 from forgectl.errors import InputError, UsageError
 from forgectl.evaluation.datasets import file_list_sha256, load_dataset, load_mask
 from forgectl.intake import encode_jpeg, load_image
+from tests.helpers import weights_with_damaged_twin
 
 THRESHOLD = 0.1  # low enough that ELA flags pixels on these small images
 
@@ -390,15 +391,7 @@ def test_a_method_that_cannot_run_stops_the_benchmark_in_one_line(tiny_dataset, 
                                                                    workers):
     """A damaged twin is the method, not an item: one line and no report, not a report of N
     identical errors (nor, with worker processes, a traceback and a broken pool)."""
-    shipped = Path(__file__).resolve().parent.parent / "weights"
-    copy = tmp_path / "weights"
-    copy.mkdir()
-    for path in shipped.iterdir():
-        if path.name != "omni-tiny.onnx":
-            (copy / path.name).symlink_to(path)
-    data = bytearray((shipped / "omni-tiny.onnx").read_bytes())
-    data[len(data) // 2] ^= 0x10
-    (copy / "omni-tiny.onnx").write_bytes(bytes(data))
+    copy = weights_with_damaged_twin(tmp_path / "weights")
     out = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, "-m", "forgectl", "benchmark", str(tiny_dataset), "-m", "omni",

@@ -15,6 +15,7 @@ from PIL import Image
 
 from forgectl.intake import encode_jpeg
 from forgectl.outputs import SCHEMA_VERSION, atomic_write
+from tests.helpers import jpeg_folder
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -197,11 +198,8 @@ def test_help_text_flows_as_one_paragraph_per_docstring_paragraph():
     assert "(3 if --fail-on was hit, 70 on an internal error" in wide.stdout
 
 
-def test_files_from_reads_a_list_and_goes_on_past_a_missing_entry(tmp_path, make_image):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for name in ("a.jpg", "b c.jpg"):
-        (folder / name).write_bytes(encode_jpeg(make_image(64, 80), 85))
+def test_files_from_reads_a_list_and_goes_on_past_a_missing_entry(tmp_path):
+    folder = jpeg_folder(tmp_path / "in", ["a.jpg", "b c.jpg"])
     listing = tmp_path / "list.txt"
     listing.write_text(f"{folder / 'a.jpg'}\r\n\n{folder / 'missing.jpg'}\n{folder / 'b c.jpg'}\n")
     out = tmp_path / "out"
@@ -265,11 +263,8 @@ def test_an_image_on_standard_input_is_kept_beside_its_outputs(tmp_path, make_im
     assert both.returncode == 2 and b"standard input" in both.stderr
 
 
-def test_outputs_writes_only_the_chosen_pngs_and_resume_respects_the_choice(tmp_path, make_image):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for name in ("a.jpg", "b.jpg"):
-        (folder / name).write_bytes(encode_jpeg(make_image(64, 80), 85))
+def test_outputs_writes_only_the_chosen_pngs_and_resume_respects_the_choice(tmp_path):
+    folder = jpeg_folder(tmp_path / "in", ["a.jpg", "b.jpg"])
     out = tmp_path / "out"
 
     def run(*extra: str) -> subprocess.CompletedProcess:

@@ -30,7 +30,7 @@ from forgectl.intake import encode_jpeg
 from forgectl.outputs import ResultsLog, read_jsonl
 from forgectl.registry import MethodEntry
 from forgectl.weights import CHECKSUMS, sha256_file
-from tests.helpers import REPO, invoke, natural_image
+from tests.helpers import REPO, invoke, natural_image, weights_with_damaged_twin
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "FORGECTL_THREADS": "1", "FORGECTL_DEBUG": ""}
 
@@ -393,16 +393,7 @@ def test_damaged_weights_are_refused_once_with_one_line(tmp_path, monkeypatch, d
 def test_a_damaged_onnx_twin_is_refused_with_one_line(tmp_path, monkeypatch, method):
     """auto too: a fusion run with a member blinded by its damaged file would give other
     numbers under the same name."""
-    shipped = REPO / "weights"
-    copy = tmp_path / "weights"
-    copy.mkdir()
-    for path in shipped.iterdir():
-        if path.name != "omni-tiny.onnx":
-            (copy / path.name).symlink_to(path)
-    data = bytearray((shipped / "omni-tiny.onnx").read_bytes())
-    data[len(data) // 2] ^= 0x10  # onnxruntime itself would load this and run it
-    (copy / "omni-tiny.onnx").write_bytes(bytes(data))
-    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(copy))
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(weights_with_damaged_twin(tmp_path / "weights")))
     folder = _folder(tmp_path / "in", n=2, broken=False)
     result = invoke(["localize", folder, "-m", method, "--out", tmp_path / "out"])
     assert result.exit_code == 1, result.output
