@@ -39,6 +39,12 @@ class OutputError(ForgectlError):
     exit_code = 74
 
 
+#: Errors that mean a method cannot run at all (its weights are damaged or missing, a runtime
+#: this install lacks, options that do not fit), whatever the image: the front ends stop on
+#: them instead of recording one failure per image or blinding a fusion member.
+CANNOT_RUN: tuple[type[ForgectlError], ...] = (WeightsError, UsageError)
+
+
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM (the CLI installs the handler), so clean-up runs as
     for Ctrl-C; the CLI exits 143 (128 + SIGTERM) instead of 130. Not a KeyboardInterrupt:

@@ -28,15 +28,17 @@ from typing import Any
 
 from forgectl import __version__, errors
 from forgectl.backends.base import Backend, Result, compute_threads
-from forgectl.errors import ForgectlError, InputError, OutputError, UsageError, WeightsError
-from forgectl.intake import IMAGE_EXTENSIONS, ForensicImage, load_image
+from forgectl.errors import CANNOT_RUN, ForgectlError, InputError, OutputError
+from forgectl.intake import IMAGE_EXTENSIONS, ForensicImage, detect_format, load_image
 from forgectl.outputs import (
     IMAGE_OUTPUTS,
     MAP_OUTPUTS,
     OUTPUT_SUFFIXES,
     SCHEMA_VERSION,
+    atomic_write,
     discard_outputs,
     output_paths,
+    prepare_folder,
     to_json,
     write_result_files,
 )
@@ -47,7 +49,7 @@ DEFAULT_TIMEOUT_S = 600.0
 #: ``error_kind`` of a failed image's record (docs/OUTPUTS.md).
 ERROR_KINDS = ("input", "timeout", "memory", "crash", "internal")
 #: Errors that concern the whole batch, not one image: they stop it.
-FATAL_ERRORS: tuple[type[ForgectlError], ...] = (OutputError, WeightsError, UsageError)
+FATAL_ERRORS: tuple[type[ForgectlError], ...] = (OutputError, *CANNOT_RUN)
 
 #: Extensions picked up when a folder is given (explicit files are tried whatever their name).
 _GLOB_CHARS = set("*?[")
@@ -93,9 +95,6 @@ def save_standard_input(out_dir: Path) -> Path:
             (nothing is written).
         OutputError: ``out_dir`` cannot be made or written.
     """
-    from forgectl.intake import detect_format
-    from forgectl.outputs import atomic_write, prepare_folder
-
     if sys.stdin is None or sys.stdin.isatty():
         raise InputError("-: standard input is a terminal; pipe an image into it")
     data = sys.stdin.buffer.read()

@@ -182,19 +182,26 @@ def check_digest(path: Path, card: dict[str, Any] | None) -> None:
 CHECKSUMS = "SHA256SUMS"
 
 
+def _checksums(listing: Path) -> dict[str, str]:
+    """``{file name: sha256}`` from a ``SHA256SUMS`` file (``<digest>  <name>`` lines; a
+    ``*`` before the name, binary mode, is allowed); empty when it is missing or unreadable."""
+    try:
+        lines = listing.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    entries = {}
+    for line in lines:
+        digest, _, name = line.strip().partition(" ")
+        if name.strip():
+            entries[name.strip().lstrip("*")] = digest.lower()
+    return entries
+
+
 def recorded_sha256(path: Path) -> str | None:
     """The digest the ``SHA256SUMS`` beside ``path`` records for it, or None (no list, or the
     file is not on it)."""
     path = Path(path)
-    try:
-        lines = (path.parent / CHECKSUMS).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    for line in lines:
-        digest, _, name = line.strip().partition(" ")
-        if name.strip().lstrip("*") == path.name:
-            return digest.lower()
-    return None
+    return _checksums(path.parent / CHECKSUMS).get(path.name)
 
 
 def check_recorded_sha256(path: Path) -> None:
@@ -222,12 +229,7 @@ def record_sha256(path: Path) -> None:
     listing = path.parent / CHECKSUMS
     if not listing.is_file() and path.parent.resolve() != weights_dir().resolve():
         return
-    entries: dict[str, str] = {}
-    if listing.is_file():
-        for line in listing.read_text(encoding="utf-8").splitlines():
-            digest, _, name = line.strip().partition(" ")
-            if name.strip():
-                entries[name.strip().lstrip("*")] = digest
+    entries = _checksums(listing)
     entries[path.name] = sha256_file(path)
     text = "".join(f"{digest}  {name}\n" for name, digest in sorted(entries.items()))
     write_bytes(listing, text.encode("utf-8"))

@@ -28,7 +28,7 @@ import numpy as np
 from forgectl import __version__
 from forgectl import metrics as M
 from forgectl.backends.base import Backend
-from forgectl.errors import ForgectlError, InputError, UsageError, WeightsError
+from forgectl.errors import CANNOT_RUN, ForgectlError, InputError
 from forgectl.evaluation.datasets import Dataset, Item, file_list_sha256, load_mask
 from forgectl.evaluation.perturb import Perturbation
 from forgectl.intake import load_image
@@ -152,7 +152,7 @@ def analyze_item(
         t0 = time.perf_counter()
         result = backend.localize(image)
         seconds = time.perf_counter() - t0
-    except (WeightsError, UsageError):
+    except CANNOT_RUN:
         raise  # the method cannot run at all: a report of N identical errors says less
     except ForgectlError as exc:
         rec["error"] = str(exc)

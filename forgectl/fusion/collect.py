@@ -20,7 +20,7 @@ import numpy as np
 
 from forgectl import registry
 from forgectl.backends.base import Backend
-from forgectl.errors import ForgectlError, UsageError, WeightsError
+from forgectl.errors import CANNOT_RUN, ForgectlError
 from forgectl.evaluation.datasets import Dataset, Item, load_mask
 from forgectl.fusion.features import MemberOutput
 from forgectl.intake import ForensicImage, load_image
@@ -156,7 +156,7 @@ def run_member(name: str, backend: Backend, image: ForensicImage) -> MemberOutpu
     start = time.perf_counter()
     try:
         result = backend.localize(image)
-    except (WeightsError, UsageError):
+    except CANNOT_RUN:
         raise
     except Exception as exc:  # a member's failure on this image must not stop the fusion
         return MemberOutput.blind(name, (image.height, image.width),
