@@ -387,3 +387,34 @@ def test_shipped_fusion_was_fitted_on_the_shipped_member_weights():
     for member, recorded_options in options.items():
         assert member_options(registry.load(member)) == recorded_options, (
             f"auto was fitted with other {member} options: refit it")
+
+
+def test_members_maps_are_freed_unless_explain_keeps_them(fitted, tmp_path, monkeypatch):
+    """localize: a linear map takes each member's share as it runs and drops its maps; with
+    ``keep_parts`` (explain) everything is kept and the column path gives the same map."""
+    from forgectl.fusion.backend import AutoBackend
+
+    model, _ = fitted
+    width = model.arrays["pixel_mean"].size
+    linear = FusionModel(members=model.members, arrays={
+        **model.arrays, "hidden_w": np.zeros((width, 0), np.float32),
+        "hidden_b": np.zeros(0, np.float32),
+        "out_w": np.linspace(-1, 1, width).astype(np.float32),
+        "out_b": np.array([0.3], np.float32)})
+    linear.save(tmp_path / "auto-tiny.safetensors", {"format": "forgectl.model_card/1",
+                                                     "method": "auto"})
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(tmp_path))
+    image = image_from_array(natural_image(64, 80, seed=3), jpeg_quality=85)
+    freeing, keeping = AutoBackend(), AutoBackend()
+    keeping.keep_parts = True
+    freed, kept = freeing.localize(image), keeping.localize(image)
+    assert linear.is_linear
+    assert all(o.heatmap.size == 0 and o.result is None for o in freeing.last_outputs)
+    assert freeing.parts() == []
+    assert [name for name, _, _ in keeping.parts()] == MEMBERS
+    assert all(o.heatmap.shape == (64, 80) for o in keeping.last_outputs)
+    np.testing.assert_allclose(freed.heatmap, kept.heatmap, atol=1e-6)
+    assert freed.score == kept.score
+    untimed = [[{k: v for k, v in m.items() if k != "seconds"} for m in r.facts["members"]]
+               for r in (freed, kept)]
+    assert untimed[0] == untimed[1]

@@ -166,6 +166,10 @@ class Backend:
     runtimes: ClassVar[tuple[str, ...]] = ("torch",)
     #: The weights file a learned method runs (None for classical methods).
     weights_path: Path | None = None
+    #: For a method made of other methods: keep each member's full Result after the analysis,
+    #: for :meth:`parts` (``explain`` sets it; otherwise the members' maps are freed once
+    #: fused, which is most of such a method's memory on a large image).
+    keep_parts: bool = False
 
     def __init__(
         self, weights: str | Path | None = None, threshold: float | None = None,
@@ -239,6 +243,12 @@ class Backend:
 
     def analyze(self, image: ForensicImage) -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def parts(self) -> list[tuple[str, Backend, Any]]:
+        """For a method made of other methods, analysed with :attr:`keep_parts` set: (name,
+        backend, output) per member of the last analysis, each output with a ``result`` and
+        ``seconds``. Every other method: none."""
+        return []
 
     def export_graph(self) -> Any:
         """The network and its contract for ``forgectl export`` (learned methods only)."""

@@ -24,6 +24,7 @@ from forgectl.fusion.features import (
     MemberOutput,
     context_side,
     image_features,
+    member_columns,
     pixel_columns,
 )
 from forgectl.fusion.model import FusionModel
@@ -33,6 +34,8 @@ from forgectl.weights import sha256_file, weights_dir
 #: Local luma standard deviation (grey levels) above which a region counts as fully textured
 #: for the reliability map (below it, noise- and JPEG-based members see little).
 TEXTURE_FULL = 6.0
+#: Rows converted to float at a time for the reliability map's luma.
+LUMA_BAND = 256
 #: A member whose evidence raised the image score by at least this is named in the reading.
 DRIVER_EFFECT = 0.05
 
@@ -117,25 +120,42 @@ class AutoBackend(Backend):
         model = self.model()
         active = set(self.active_members())
         shape = (image.height, image.width)
+        # Memory: a member's full Result is kept only for explain (its other maps are 108-204
+        # MB at 12 MP), and a linear map takes each member's share as soon as it has run, so
+        # its heatmap goes too (seven maps are 1.3 GB at 48 MP).
+        logit_sum = (np.zeros(shape[0] * shape[1], np.float32)
+                     if model.is_linear and not self.keep_parts else None)
         outputs = []
-        for name in model.members:
+        for index, name in enumerate(model.members):
             if name in active:
-                outputs.append(run_member(name, self.member(name), image))
+                output = run_member(name, self.member(name), image)
+                if not self.keep_parts:
+                    output.result = None
             else:
-                outputs.append(MemberOutput.blind(name, shape, note="not selected"))
+                output = MemberOutput.blind(name, shape, note="not selected")
+            if logit_sum is not None:
+                if output.applicable:  # a blind member's columns are zeros: nothing to add
+                    model.add_member_logit(index, member_columns(output, shape), logit_sum)
+                output.drop_map()
+            outputs.append(output)
         self.last_outputs = outputs
-        return self.fuse(model, image, outputs)
+        return self.fuse(model, image, outputs, logit_sum)
 
-    def fuse(self, model: FusionModel, image: ForensicImage,
-             outputs: list[MemberOutput]) -> Result:
-        """The fused Result from the members' outputs (in ``model.members`` order)."""
+    def fuse(self, model: FusionModel, image: ForensicImage, outputs: list[MemberOutput],
+             logit_sum: np.ndarray | None = None) -> Result:
+        """The fused Result from the members' outputs (in ``model.members`` order); with
+        ``logit_sum``, every member's share of a linear map is already in it (their maps may
+        be dropped)."""
         start = time.perf_counter()
         shape = (image.height, image.width)
         verdict = model.verdict(image_features(outputs))
         effects = verdict_effects(model, outputs, verdict)
-        prob = model.pixel_probability_columns(pixel_columns(outputs), shape[0] * shape[1],
-                                               verdict).reshape(shape)
-        heatmap = model.to_map(prob)
+        if logit_sum is None:
+            probability = model.pixel_probability_columns(
+                pixel_columns(outputs), shape[0] * shape[1], verdict)
+        else:
+            probability = model.probability_from_logit_sum(logit_sum, verdict)
+        heatmap = model.to_map(probability.reshape(shape))
         score = model.to_score(verdict)
         reliability = reliability_map(image, outputs, model.contributions)
         fuse_s = time.perf_counter() - start
@@ -158,8 +178,8 @@ class AutoBackend(Backend):
                       note=note, maps={"reliability": reliability}, facts=facts)
 
     def parts(self) -> list[tuple[str, Backend, MemberOutput]]:
-        """The members of the last analysis with their outputs (``explain`` shows them as
-        evidence without running them twice)."""
+        """The members of the last analysis with their outputs, when it ran with
+        ``keep_parts`` (``explain`` shows them as evidence without running them twice)."""
         return [(o.name, self.member(o.name), o) for o in self.last_outputs
                 if o.result is not None]
 
@@ -205,13 +225,17 @@ def reliability_map(image: ForensicImage, outputs: list[MemberOutput],
     contribution coming from applicable members, times how textured and unclipped its
     neighbourhood is.
     """
-    rgb = image.rgb.astype(np.float32)
-    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    # A band of rows at a time: a float copy of the whole image is 144 MB at 12 MP.
+    rgb = image.rgb
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    luma = np.empty(rgb.shape[:2], np.float32)
+    for top in range(0, rgb.shape[0], LUMA_BAND):
+        luma[top:top + LUMA_BAND] = rgb[top:top + LUMA_BAND].astype(np.float32) @ weights
     side = context_side((image.height, image.width))
     mean = cv2.blur(luma, (side, side), borderType=cv2.BORDER_REFLECT)
     sq = cv2.blur(luma * luma, (side, side), borderType=cv2.BORDER_REFLECT)
     texture = np.clip(np.sqrt(np.maximum(sq - mean * mean, 0.0)) / TEXTURE_FULL, 0.0, 1.0)
-    clipped = ((rgb <= 1.0) | (rgb >= 254.0)).any(axis=2).astype(np.float32)
+    clipped = ((rgb.min(axis=2) <= 1) | (rgb.max(axis=2) >= 254)).astype(np.float32)
     clipped = cv2.blur(clipped, (side, side), borderType=cv2.BORDER_REFLECT)
     total = sum(max(0.0, contributions.get(o.name, 0.0)) for o in outputs) or 1.0
     seeing = sum(max(0.0, contributions.get(o.name, 0.0)) for o in outputs if o.applicable)

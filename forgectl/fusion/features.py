@@ -51,6 +51,13 @@ class MemberOutput:
     seconds: float = 0.0
     result: Any = None
     note: str = ""
+    stats: MemberStats | None = None
+
+    def drop_map(self) -> None:
+        """Free the (H, W) heatmap, keeping the summaries the verdict reads (once the fusion
+        has taken the map's share of its pixel map: 190 MB a member at 48 MP)."""
+        self.stats = member_stats(self)
+        self.heatmap = np.zeros((0, 0), np.float32)
 
     @classmethod
     def blind(cls, name: str, shape: tuple[int, int], seconds: float = 0.0,
@@ -71,6 +78,8 @@ class MemberStats:
 
 
 def member_stats(out: MemberOutput) -> MemberStats:
+    if out.stats is not None:  # its map was dropped
+        return out.stats
     if not out.applicable or out.heatmap.size == 0:
         return MemberStats()
     hm = out.heatmap
@@ -106,21 +115,27 @@ def pixel_columns(outputs: list[MemberOutput]) -> Iterator[np.ndarray]:
     time (a linear map sums them without holding the whole (H * W, F) matrix: 1.4 GB at
     12 MP)."""
     shape = outputs[0].heatmap.shape
-    n = shape[0] * shape[1]
-    side = context_side(shape)
     for out in outputs:
-        if not out.applicable:
-            for _ in PIXEL_FEATURES:
-                yield np.zeros(n, np.float32)
-            continue
-        hm = out.heatmap.astype(np.float32, copy=False)
-        value = hm.reshape(-1)
-        yield value
-        yield cv2.blur(hm, (side, side), borderType=cv2.BORDER_REFLECT).reshape(-1)
-        scale = np.float32(1.0 / (member_stats(out).p99 + RELATIVE_FLOOR))
-        yield np.minimum(value * scale, np.float32(2.0))
-        yield np.full(n, out.score, np.float32)
-        yield np.ones(n, np.float32)
+        yield from member_columns(out, shape)
+
+
+def member_columns(out: MemberOutput, shape: tuple[int, int]) -> Iterator[np.ndarray]:
+    """One member's :data:`PIXEL_FEATURES` columns, each (H * W,) float32, for an image of
+    ``shape`` (all zeros when the member is not applicable)."""
+    n = shape[0] * shape[1]
+    if not out.applicable:
+        for _ in PIXEL_FEATURES:
+            yield np.zeros(n, np.float32)
+        return
+    hm = out.heatmap.astype(np.float32, copy=False)
+    value = hm.reshape(-1)
+    yield value
+    yield cv2.blur(hm, (context_side(shape), context_side(shape)),
+                   borderType=cv2.BORDER_REFLECT).reshape(-1)
+    scale = np.float32(1.0 / (member_stats(out).p99 + RELATIVE_FLOOR))
+    yield np.minimum(value * scale, np.float32(2.0))
+    yield np.full(n, out.score, np.float32)
+    yield np.ones(n, np.float32)
 
 
 def pixel_features(outputs: list[MemberOutput], rows: np.ndarray | None = None,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from forgectl.errors import WeightsError
-from forgectl.fusion.features import IMAGE_FEATURES
+from forgectl.fusion.features import IMAGE_FEATURES, PIXEL_FEATURES
 from forgectl.weights import check_digest, read_card
 
 #: Arrays of every fusion file: the verdict's bias and the map.
@@ -45,6 +45,20 @@ LOGIT_CLIP = 12.0
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -LOGIT_CLIP * 3, LOGIT_CLIP * 3)))
+
+
+#: Pixels remapped at a time by :meth:`FusionModel.to_map`.
+REMAP_CHUNK = 1 << 20
+
+
+def _sigmoid_inplace(x: np.ndarray) -> np.ndarray:
+    """:func:`_sigmoid` of a float32 array, computed in ``x`` (the same numbers, no copies:
+    the fused map of a 48 MP image is 190 MB a copy)."""
+    np.clip(x, -LOGIT_CLIP * 3, LOGIT_CLIP * 3, out=x)
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += 1.0
+    return np.divide(1.0, x, out=x)
 
 
 def _remap(p: np.ndarray | float, t: float, dtype: type = np.float32) -> np.ndarray:
@@ -156,31 +170,66 @@ class FusionModel:
             out[start:start + x.shape[0]] = _sigmoid(x @ a["out_w"] + a["out_b"][0])
         return out
 
+    @property
+    def is_linear(self) -> bool:
+        """True when the map has no hidden layer: its logit is a sum over the members'
+        feature columns, so each member's share can be added as soon as it has run."""
+        return not self.arrays["hidden_w"].size
+
+    def _linear_weights(self) -> tuple[np.ndarray, float, float]:
+        """(per-column weights on the raw features, bias, weight of the verdict's logit)."""
+        a = self.arrays
+        w = a["out_w"] / a["pixel_scale"]
+        return w[:-1], float(a["out_b"][0] - np.dot(w, a["pixel_mean"])), float(w[-1])
+
+    def add_member_logit(self, index: int, columns: Iterable[np.ndarray],
+                         logit_sum: np.ndarray) -> None:
+        """Add member ``index``'s share of a linear map's logit to ``logit_sum`` (N,) float32,
+        from its :data:`PIXEL_FEATURES` columns (each (N,)), in place."""
+        w, _, _ = self._linear_weights()
+        width = len(PIXEL_FEATURES)
+        used = 0
+        for i, col in enumerate(columns):
+            logit_sum += np.float32(w[index * width + i]) * col
+            used += 1
+        if used != width:
+            raise ValueError(f"{used} feature columns for a member of {width}")
+
+    def probability_from_logit_sum(self, logit_sum: np.ndarray, verdict: float) -> np.ndarray:
+        """A linear map's (N,) probability from every member's share (:meth:`add_member_logit`)
+        and the image's verdict; computed in ``logit_sum``."""
+        _, bias, w_verdict = self._linear_weights()
+        logit_sum += np.float32(bias + w_verdict * float(logit(verdict)))
+        return _sigmoid_inplace(logit_sum)
+
     def pixel_probability_columns(self, columns: Iterable[np.ndarray], n: int,
                                   verdict: float) -> np.ndarray:
         """As :meth:`pixel_probability`, from the feature columns one at a time (each (N,)).
 
         A map without a hidden layer is linear in the features, so it is summed column by
-        column (a few (N,) arrays in memory instead of (N, F)); with one, the columns are
-        stacked."""
-        a = self.arrays
-        if a["hidden_w"].size:
-            feats = np.stack(list(columns), axis=1)
-            return self.pixel_probability(feats, verdict)
-        w = a["out_w"] / a["pixel_scale"]
-        bias = float(a["out_b"][0] - np.dot(w, a["pixel_mean"]))
-        acc = np.full(n, bias + float(w[-1]) * float(logit(verdict)), np.float32)
+        column (a few (N,) arrays in memory instead of (N, F)), as
+        :meth:`add_member_logit` sums it member by member (the same numbers); with one, the
+        columns are stacked."""
+        if not self.is_linear:
+            return self.pixel_probability(np.stack(list(columns), axis=1), verdict)
+        w, _, _ = self._linear_weights()
+        logit_sum = np.zeros(n, np.float32)
         used = 0
         for i, col in enumerate(columns):
-            acc += np.float32(w[i]) * col
+            logit_sum += np.float32(w[i]) * col
             used += 1
-        if used != len(w) - 1:
-            raise ValueError(f"{used} feature columns for a map of {len(w) - 1}")
-        return _sigmoid(acc).astype(np.float32)
+        if used != len(w):
+            raise ValueError(f"{used} feature columns for a map of {len(w)}")
+        return self.probability_from_logit_sum(logit_sum, verdict)
 
     def to_map(self, probability: np.ndarray) -> np.ndarray:
         """Remap probabilities so ``pixel_threshold`` reads 0.5 (monotone, [0, 1] onto [0, 1])."""
-        return _remap(probability, self.pixel_threshold)
+        out = np.asarray(probability, np.float32).copy()
+        flat = out.reshape(-1)
+        for start in range(0, flat.size, REMAP_CHUNK):  # bounded temporaries at any size
+            flat[start:start + REMAP_CHUNK] = _remap(flat[start:start + REMAP_CHUNK],
+                                                     self.pixel_threshold)
+        return out
 
     def to_score(self, verdict: float) -> float:
         """The reported image score: the verdict remapped so ``verdict_threshold`` reads 0.5

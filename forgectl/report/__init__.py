@@ -146,12 +146,13 @@ def run_method(
         spec = registry.get_spec(name)
         entry.kind, entry.summary, entry.paper = spec.kind, spec.summary, spec.paper
         backend = registry.load(name, threshold=threshold)
+        backend.keep_parts = parts is not None
         entry.threshold = backend.threshold
         result = backend.localize(image)
         entry.reading = backend.reading(result)
         entry.result = result
         if parts is not None:
-            for part_name, part_backend, output in getattr(backend, "parts", list)():
+            for part_name, part_backend, output in backend.parts():
                 part_spec = part_backend.spec
                 parts[part_name] = MethodEntry(
                     name=part_name, kind=part_spec.kind, summary=part_spec.summary,
