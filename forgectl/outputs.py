@@ -227,8 +227,12 @@ def overlay(rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray,
     return out
 
 
-def prepare_folder(folder: Path) -> None:
+def prepare_folder(folder: Path) -> Path | None:
     """Make the output folder (and its parents).
+
+    Returns:
+        The topmost folder this made (``folder`` or a parent), None when ``folder`` existed:
+        what :func:`remove_unused_folder` may take away again.
 
     Raises:
         OutputError: it is a file, cannot be made, or is not writable.
@@ -236,12 +240,40 @@ def prepare_folder(folder: Path) -> None:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"cannot write to {folder}: it is a file, not a folder")
+    made = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        made = candidate
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise cannot_write(folder, exc) from exc
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {folder}: permission denied or read-only")
+    return made
+
+
+def remove_unused_folder(folder: Path, made: Path | None, log: Path | None = None) -> None:
+    """After a run refused before its first image: remove ``log`` when it is empty, then the
+    folders :func:`prepare_folder` made (``made`` down to ``folder``) that are still empty, so
+    a refused command leaves nothing behind. Anything with content stays."""
+    if log is not None:
+        try:
+            if log.stat().st_size == 0:
+                log.unlink()
+        except OSError:
+            pass
+    if made is None:
+        return
+    folder = Path(folder)
+    for candidate in (folder, *folder.parents):
+        try:
+            candidate.rmdir()  # only succeeds when empty
+        except OSError:
+            return
+        if candidate == made:
+            return
 
 
 def remove_stale_temporaries(targets: Iterable[Path]) -> int:

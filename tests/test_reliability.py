@@ -400,7 +400,10 @@ def test_a_damaged_onnx_twin_is_refused_with_one_line(tmp_path, monkeypatch, met
     assert result.stderr.strip().splitlines() == [
         f"forgectl: error: omni-tiny.onnx does not match its sha256 in {CHECKSUMS} (truncated "
         "or modified file): reinstall forgectl, or re-export it with `forgectl export`"]
-    assert not list((tmp_path / "out").glob("img*"))
+    assert not (tmp_path / "out").exists()  # nothing is left for a run that could not start
+    (tmp_path / "mine").mkdir()  # a folder the user made stays, emptied of the run's log
+    result = invoke(["localize", folder, "-m", method, "--out", tmp_path / "mine"])
+    assert result.exit_code == 1 and list((tmp_path / "mine").iterdir()) == []
 
 
 def test_the_checksum_list_is_kept_by_whoever_writes_a_twin(tmp_path, monkeypatch):

@@ -158,6 +158,7 @@ def localize(
         discard_outputs,
         prepare_folder,
         remove_stale_temporaries,
+        remove_unused_folder,
     )
     from forgectl.restore import RestoreStage, check_restore_mode
 
@@ -187,7 +188,7 @@ def localize(
     pipeline.check_not_overwriting_inputs(plan)
     for problem in problems:
         typer.echo(f"forgectl: {problem}", err=True)
-    prepare_folder(out)
+    made = prepare_folder(out)
 
     batch = len(plan) > 1 or files_from is not None or any(Path(p).is_dir() for p in paths)
     log_path = out / "results.jsonl"
@@ -232,6 +233,7 @@ def localize(
         runner = pipeline.InProcessRunner(backend, max_pixels)
 
     stopped: int | None = None
+    refused = False
     progress = None
     log = ResultsLog(log_path, finished.values()) if batch else None
     try:
@@ -267,11 +269,16 @@ def localize(
     except OutputError as exc:
         raise OutputError(f"{exc} ({counts.done} of {len(plan)} image(s) done; make room or "
                           "fix the folder, then rerun with --resume)") from exc
+    except pipeline.FATAL_ERRORS:
+        refused = not finished and counts.done == 0 and counts.failed == len(problems)
+        raise
     finally:
         if progress is not None:
             progress.stop()
         if log is not None:
             log.close()
+        if refused:  # the method could not run at all: nothing is left for nothing
+            remove_unused_folder(out, made, log_path)
 
     where = f" ({backend.runtime_label})" if backend.runtime_label else ""
     if engine == "ray" and getattr(runner, "pool_size", 0):
