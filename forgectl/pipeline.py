@@ -515,7 +515,7 @@ def _exit_reason(exitcode: int | None) -> str:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = f"signal {-exitcode}"
-        if -exitcode == signal.SIGKILL:
+        if -exitcode == getattr(signal, "SIGKILL", 9):  # Windows has no SIGKILL
             return f"was killed ({name}; out of memory?)"
         return f"crashed ({name})"
     return f"exited unexpectedly (code {exitcode})"

@@ -79,27 +79,36 @@ def write_random_weights(model: Any, path: Path, method: str, config: dict[str, 
 #: A ``sitecustomize`` that makes ``import torch`` fail as on an install without the train
 #: extra (a finder that refuses it; ``sys.modules["torch"] = None`` would instead break
 #: libraries such as scipy that look for torch arrays in ``sys.modules``).
-_NO_TORCH = """import sys
+_BLOCKER = """import sys
+
+BLOCKED = {blocked!r}
 
 
-class _NoTorch:
+class _Blocker:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
         return None
 
 
-sys.meta_path.insert(0, _NoTorch())
+for _name in BLOCKED:
+    sys.modules.pop(_name, None)
+sys.meta_path.insert(0, _Blocker())
 """
+#: The POSIX-only modules of the standard library (absent on Windows).
+POSIX_ONLY = ("resource", "fcntl", "termios", "pwd", "grp")
 
 
-def run_without_torch(args: list[Any], cwd: Path, env: dict[str, str] | None = None,
-                      timeout: float = 600) -> subprocess.CompletedProcess:
+def run_without_torch(
+    args: list[Any], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600,
+    also: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
     """``forgectl ARGS`` in a fresh interpreter where ``import torch`` fails, as on the default
-    (torch-free) install; returns the completed process (text stdout/stderr)."""
+    (torch-free) install, and so does importing any module in ``also`` (e.g.
+    :data:`POSIX_ONLY`, as on Windows); returns the completed process (text stdout/stderr)."""
     poison = Path(cwd) / "no-torch"
     poison.mkdir(parents=True, exist_ok=True)
-    (poison / "sitecustomize.py").write_text(_NO_TORCH)
+    (poison / "sitecustomize.py").write_text(_BLOCKER.format(blocked=("torch", *also)))
     env = {**os.environ, **(env or {}), "PYTHONPATH": f"{poison}{os.pathsep}{REPO}"}
     code = "import sys; from forgectl.cli import main; sys.argv[0] = 'forgectl'; main()"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env,

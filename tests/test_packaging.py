@@ -21,7 +21,7 @@ from setuptools import find_packages
 from forgectl import registry
 from forgectl.backends.learned import LearnedBackend, OnnxRunner
 from forgectl.weights import CHECKOUT_DIR, CHECKSUMS, sha256_file
-from tests.helpers import REPO, natural_image, run_without_torch
+from tests.helpers import POSIX_ONLY, REPO, natural_image, run_without_torch
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
@@ -91,6 +91,22 @@ def test_runtime_torch_without_torch_is_refused_before_any_image(tmp_path):
         assert len(lines) == 1 and "needs PyTorch" in lines[0], done.stderr
         assert "forgectl[train]" in lines[0]
         assert not (tmp_path / method / "photo.json").exists()
+
+
+def test_localize_and_benchmark_need_no_posix_only_module(tmp_path):
+    """Windows has no ``resource``, ``fcntl``, ``termios``, ``pwd`` or ``grp``: the default
+    install's commands must not import them (the benchmark's memory figure imported
+    ``resource`` at the top of its module, so every benchmark failed there)."""
+    photo = tmp_path / "data" / "authentic" / "photo.jpg"
+    photo.parent.mkdir(parents=True)
+    Image.fromarray(natural_image(64, 80, seed=3)).save(photo, quality=88)
+    for args in (["localize", photo, "-m", "ela", "--no-isolate", "--out", tmp_path / "out"],
+                 ["benchmark", tmp_path / "data", "-m", "ela", "-j", "1", "--bootstrap", "0",
+                  "--no-plots", "--out", tmp_path / "report"]):
+        done = run_without_torch(args, tmp_path, also=POSIX_ONLY)
+        assert done.returncode == 0, f"{args[0]}: {done.stderr[-800:]}"
+    assert (tmp_path / "out" / "photo.json").is_file()
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["rows"]
 
 
 @pytest.mark.parametrize("method", _learned_ready())

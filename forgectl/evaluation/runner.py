@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -78,11 +77,17 @@ class PeakMemory:
             self.source = "getrusage-lifetime"
         return self
 
-    def peak_mb(self) -> float:
+    def peak_mb(self) -> float | None:
+        """The peak in MB; None where neither source exists (Windows has no ``resource``)."""
         if self.source == "vmhwm-reset":
             kb = _proc_status_kb("VmHWM")
             if kb is not None:
                 return kb / 1024.0
+        try:
+            import resource
+        except ImportError:
+            self.source = "unavailable"
+            return None
         # ru_maxrss is in kilobytes on Linux, bytes on macOS.
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return maxrss / (1024.0 * 1024.0) if sys.platform == "darwin" else maxrss / 1024.0
@@ -270,7 +275,8 @@ def _run_items(
     name, kwargs, stage = _backend_recipe(backend)
     # "spawn": a fresh interpreter per worker, safe with libraries that start threads (torch).
     context = multiprocessing.get_context("spawn")
-    peak, source, start_mb = 0.0, "none", None
+    peak: float | None = None
+    source, start_mb = "none", None
     first, last = float("inf"), float("-inf")
     try:
         with ProcessPoolExecutor(
@@ -286,7 +292,9 @@ def _run_items(
             for fut in as_completed(futures):
                 i, rec, curve, (mb, source, mb0), t0, t1 = fut.result()
                 records[i], curves[i] = rec, curve
-                peak, first, last = max(peak, mb), min(first, t0), max(last, t1)
+                first, last = min(first, t0), max(last, t1)
+                if mb is not None:
+                    peak = mb if peak is None else max(peak, mb)
                 if mb0 is not None:
                     start_mb = max(start_mb or 0.0, mb0)
                 if progress is not None:
