@@ -36,6 +36,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help (click's): on an 80-column terminal Rich's boxed table gave the help text a
+    # quarter of the width behind four name columns and a type column, and its box drawing
+    # got in the way of `--help | grep`.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 160},  # wide terminals get wide help
 )
 
 
@@ -48,17 +53,18 @@ def flowing_help(doc: str | None) -> str:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
-for _name, _command in (
-    ("localize", localize.localize),
-    ("methods", methods.methods),
-    ("benchmark", benchmark.benchmark),
-    ("explain", explain.explain),
-    ("synth", synth.synth),
-    ("train", train.train),
-    ("export", export.export),
-    ("restore", restore.restore),
+# name, command, the one line `forgectl --help` lists it with
+for _name, _command, _summary in (
+    ("localize", localize.localize, "Find manipulated regions: mask, heatmap, overlay, JSON."),
+    ("methods", methods.methods, "List the methods, or one method's options."),
+    ("benchmark", benchmark.benchmark, "Score methods on a labelled dataset."),
+    ("explain", explain.explain, "Evidence report for one image (HTML + JSON)."),
+    ("synth", synth.synth, "Make synthetic forgeries from pristine photos."),
+    ("train", train.train, "Train a method on synthetic forgeries."),
+    ("export", export.export, "Export a learned method's network (ONNX)."),
+    ("restore", restore.restore, "Undo a brightness/contrast change (PNG + JSON)."),
 ):
-    app.command(_name, help=flowing_help(_command.__doc__))(_command)
+    app.command(_name, help=flowing_help(_command.__doc__), short_help=_summary)(_command)
 
 
 def _version(value: bool) -> None:
