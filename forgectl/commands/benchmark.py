@@ -79,6 +79,7 @@ def benchmark(
     dataset: Annotated[
         Path,
         typer.Argument(
+            metavar="DATASET",
             help="Dataset folder (MANIFEST.tsv, or images/ + masks/ [+ authentic/]) or a "
             "MANIFEST.tsv file.",
             show_default=False,

@@ -50,8 +50,9 @@ def parse_methods(text: str | None) -> list[str]:
 
 
 def explain(
-    image: Annotated[Path, typer.Argument(help="Image file to report on; - reads it from standard "
-                                     "input (kept as --out/stdin.<ext>).", show_default=False)],
+    image: Annotated[Path, typer.Argument(
+        metavar="IMAGE", help="Image file to report on; - reads it from standard input (kept as "
+        "--out/stdin.<ext>).", show_default=False)],
     out: OutDirOpt,
     methods: Annotated[
         str | None,

@@ -56,8 +56,9 @@ def parse_params(items: list[str]) -> dict[str, object]:
 def localize(
     paths: Annotated[
         list[str] | None,
-        typer.Argument(help="Image files, folders or glob patterns; - reads one image from "
-                       "standard input (kept as --out/stdin.<ext>).", show_default=False),
+        typer.Argument(metavar="PATH", help="Image files, folders or glob patterns; - reads one "
+                       "image from standard input (kept as --out/stdin.<ext>).",
+                       show_default=False),
     ] = None,
     method: MethodOpt = "auto",
     out: OutDirOpt = Path("forgectl-out"),

@@ -33,7 +33,7 @@ def _row(name: str) -> dict[str, Any]:
 
 def methods(
     name: Annotated[
-        str | None, typer.Argument(help="One method: its options and details.",
+        str | None, typer.Argument(metavar="NAME", help="One method: its options and details.",
                                    show_default=False)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

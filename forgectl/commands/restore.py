@@ -30,7 +30,8 @@ MODES = ("learned", "classical")
 
 def restore(
     paths: Annotated[
-        list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)
+        list[str], typer.Argument(metavar="PATH", help="Image files, folders or glob patterns.",
+                                  show_default=False)
     ],
     out: OutDirOpt = Path("forgectl-restored"),
     mode: Annotated[
