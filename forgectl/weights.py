@@ -204,19 +204,25 @@ def recorded_sha256(path: Path) -> str | None:
     return _checksums(path.parent / CHECKSUMS).get(path.name)
 
 
-def check_recorded_sha256(path: Path) -> None:
+def check_recorded_sha256(path: Path) -> str | None:
     """Refuse a file whose sha256 differs from the one its folder's ``SHA256SUMS`` records
     (files it does not list are accepted).
+
+    Returns:
+        The file's digest when the list names it (so it is not hashed again), else None.
 
     Raises:
         WeightsError: the digest differs (truncated or modified file).
     """
     expected = recorded_sha256(path)
-    if expected and sha256_file(path) != expected:
+    if not expected:
+        return None
+    if sha256_file(path) != expected:
         raise WeightsError(
             f"{Path(path).name} does not match its sha256 in {CHECKSUMS} (truncated or modified "
             "file): reinstall forgectl, or re-export it with `forgectl export`"
         )
+    return expected
 
 
 def record_sha256(path: Path) -> None:

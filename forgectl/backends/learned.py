@@ -162,8 +162,10 @@ class OnnxRunner:
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         so.log_severity_level = 3  # warnings about unused initializers are noise to users
         name = "the exported model" if isinstance(model, bytes) else str(model)
+        #: The file's sha256 when its folder's SHA256SUMS checked it (records reuse it).
+        self.sha256: str | None = None
         if not isinstance(model, bytes):
-            W.check_recorded_sha256(Path(model))  # a damaged twin is refused, not run
+            self.sha256 = W.check_recorded_sha256(Path(model))  # a damaged twin is refused
         try:
             source = model if isinstance(model, bytes) else str(model)
             self.session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
@@ -320,7 +322,8 @@ class LearnedBackend(Backend):
     @property
     def weights_sha256(self) -> str | None:
         if self._weights_sha is None:
-            self._weights_sha = W.sha256_file(self.weights_path)
+            checked = self._onnx.sha256 if self._onnx is not None else None
+            self._weights_sha = checked or W.sha256_file(self.weights_path)
         return self._weights_sha
 
     def model_card(self) -> dict[str, Any]:
