@@ -130,8 +130,8 @@ def member_columns(out: MemberOutput, shape: tuple[int, int]) -> Iterator[np.nda
     hm = out.heatmap.astype(np.float32, copy=False)
     value = hm.reshape(-1)
     yield value
-    yield cv2.blur(hm, (context_side(shape), context_side(shape)),
-                   borderType=cv2.BORDER_REFLECT).reshape(-1)
+    side = context_side(shape)
+    yield cv2.blur(hm, (side, side), borderType=cv2.BORDER_REFLECT).reshape(-1)
     scale = np.float32(1.0 / (member_stats(out).p99 + RELATIVE_FLOOR))
     yield np.minimum(value * scale, np.float32(2.0))
     yield np.full(n, out.score, np.float32)
