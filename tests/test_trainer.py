@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +186,10 @@ def make_trainer(
         out_dir=out_dir,
         seed=3,
         threads=1,
-        workers=0,
         resume=resume,
         progress=False,
         val_samples=8,
-        **{"val_every": 10, "ckpt_every": 4, **opts},
+        **{"val_every": 10, "ckpt_every": 4, "workers": 0, **opts},
     )
     evaluator = None
     if opts.get("dev") is not None:
@@ -285,6 +285,45 @@ def test_sigterm_checkpoints_the_current_step(tmp_path: Path, reference_run: Pat
     ref, got = final_model(reference_run), final_model(tmp_path)
     for key in ref:
         assert torch.equal(ref[key], got[key]), key
+
+GROUP_STOP_SCRIPT = """
+import sys, time
+from pathlib import Path
+from tests.test_trainer import make_trainer
+
+def slow(step, record):
+    if step == 5:
+        Path(sys.argv[1], "ready").touch()
+    time.sleep(0.3)
+
+if __name__ == "__main__":
+    make_trainer(Path(sys.argv[1]), steps=60, on_step=slow, workers=1).run()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
+def test_sigterm_to_the_process_group_still_checkpoints(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C or systemd's default stop signals every process of the group: the
+    # DataLoader workers must not die of it before the main process has checkpointed.
+    script = tmp_path / "group_stop.py"
+    script.write_text(GROUP_STOP_SCRIPT)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(run_dir)], cwd=Path(__file__).parents[1],
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "ready").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never reached step 5"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert "TrainingInterrupted: SIGTERM at step" in out, out[-2000:]
+    stopped = log_records(run_dir, "interrupted")[0]["step"]
+    assert stopped >= 5  # not the periodic checkpoint at 4: the stop wrote its own
+    assert json.loads((run_dir / "checkpoint.json").read_text())["step"] == stopped
 
 
 def test_resume_refuses_a_different_config(tmp_path: Path, reference_run: Path) -> None:

@@ -272,10 +272,14 @@ class RecipeDataset(torch.utils.data.Dataset):
 
 
 def _worker_init(_: int) -> None:
-    # Ctrl-C reaches the whole process group: workers ignore it and the main process stops
-    # cleanly after its checkpoint. One OpenCV thread per worker: the workers are the
-    # parallelism, and oversubscribing 2 cores only slows every process down.
+    # Ctrl-C, and SIGTERM from systemd's default stop or `kill -- -PGID`, reach the whole
+    # process group: workers ignore both and the main process stops cleanly after its
+    # checkpoint (a worker dying of the signal first made the main process fail with
+    # torch's "DataLoader worker killed" instead). Workers still end when the main process
+    # does: torch's watchdog notices a dead parent. One OpenCV thread per worker: the workers
+    # are the parallelism, and oversubscribing 2 cores only slows every process down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         import cv2
 
