@@ -10,7 +10,6 @@ so clean-up code runs as for Ctrl-C. Set ``FORGECTL_DEBUG=1`` to see tracebacks.
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 import sys
@@ -45,14 +44,6 @@ app = typer.Typer(
 
 
 
-def flowing_help(doc: str | None) -> str:
-    """A command's docstring as ``--help`` text: paragraphs kept, the line breaks inside each
-    joined, so the terminal wraps the text once (Typer keeps the source's breaks after the first
-    paragraph, which leaves ragged half-lines on narrow terminals)."""
-    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
-    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
-
-
 # name, command, the one line `forgectl --help` lists it with
 for _name, _command, _summary in (
     ("localize", localize.localize, "Find manipulated regions: mask, heatmap, overlay, JSON."),
@@ -64,7 +55,8 @@ for _name, _command, _summary in (
     ("export", export.export, "Export a learned method's network (ONNX)."),
     ("restore", restore.restore, "Undo a brightness/contrast change (PNG + JSON)."),
 ):
-    app.command(_name, help=flowing_help(_command.__doc__), short_help=_summary)(_command)
+    # click's plain help rewraps each docstring paragraph to the terminal's width itself
+    app.command(_name, short_help=_summary)(_command)
 
 
 def _version(value: bool) -> None:

@@ -182,15 +182,6 @@ def test_help_names_the_reliability_options(cli):
 
 
 def test_help_text_flows_as_one_paragraph_per_docstring_paragraph():
-    from forgectl.cli import flowing_help
-
-    doc = """First line
-    goes on.
-
-        A second paragraph,
-        in two lines.
-    """
-    assert flowing_help(doc) == "First line goes on.\n\nA second paragraph, in two lines."
     wide = subprocess.run([sys.executable, "-m", "forgectl", "localize", "--help"],
                           capture_output=True, text=True, cwd=REPO, timeout=120,
                           env=dict(os.environ, COLUMNS="300", TERM="dumb"))
