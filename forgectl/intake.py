@@ -33,8 +33,13 @@ from forgectl.errors import InputError, describe
 DEFAULT_MAX_PIXELS = 100_000_000
 #: File name endings a folder walk treats as images (the content decides the format).
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif",
+     ".avif", ".heic", ".heif", ".hif"}
 )
+#: The formats :func:`detect_format` knows, in words, for error messages.
+READABLE_FORMATS = "JPEG, PNG, TIFF, WebP, AVIF, HEIC, BMP or GIF"
+#: How many leading bytes :func:`detect_format` needs (an ISO-BMFF ``ftyp`` box lists brands).
+FORMAT_HEAD_BYTES = 64
 
 # Pillow's own bomb check would fire with a different message; we check the size ourselves.
 Image.MAX_IMAGE_PIXELS = None
@@ -68,8 +73,31 @@ IJG_LUMA = np.array(
 )
 
 
+# ISO-BMFF brands (the ``ftyp`` box) of still-image HEIF files. AVIF (AV1) is decoded by Pillow
+# itself; HEIC (HEVC: what iPhones save by default) needs the optional pillow-heif package.
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"})
+_HEIF_GENERIC_BRANDS = frozenset({b"mif1", b"msf1", b"mif2"})
+
+
+def _heif_format(head: bytes) -> str | None:
+    """``AVIF``, ``HEIF`` or None from an ISO-BMFF file's ``ftyp`` box (major brand first,
+    then the compatible brands; MP4/MOV videos carry other brands and are not images)."""
+    if len(head) < 12 or head[4:8] != b"ftyp":
+        return None
+    end = min(int.from_bytes(head[:4], "big"), len(head))
+    brands = [head[8:12]] + [head[i : i + 4] for i in range(16, end - 3, 4)]
+    for brand in brands:
+        if brand in _AVIF_BRANDS:
+            return "AVIF"
+        if brand in _HEIC_BRANDS:
+            return "HEIF"
+    return "HEIF" if any(b in _HEIF_GENERIC_BRANDS for b in brands) else None
+
+
 def detect_format(head: bytes) -> str | None:
-    """Return the image format named by the file's first bytes, or ``None``.
+    """Return the image format named by the file's first bytes (give at least
+    :data:`FORMAT_HEAD_BYTES`), or ``None``.
 
     Looks only at content; the file name is never consulted.
     """
@@ -78,7 +106,27 @@ def detect_format(head: bytes) -> str | None:
             return name
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
-    return None
+    return _heif_format(head)
+
+
+_heif_opener_registered = False
+
+
+def _register_heif_opener() -> None:
+    """Let Pillow open HEIC through pillow-heif (an optional extra: its wheels bundle libheif
+    and an HEVC decoder)."""
+    global _heif_opener_registered
+    if _heif_opener_registered:
+        return
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise InputError(
+            "HEIC/HEIF image: reading it needs the optional pillow-heif package "
+            "(pip install 'forgectl[heic]', or convert it to PNG first)"
+        ) from exc
+    pillow_heif.register_heif_opener()
+    _heif_opener_registered = True
 
 
 def ijg_table(quality: int, base: np.ndarray = IJG_LUMA) -> np.ndarray:
@@ -169,7 +217,8 @@ class ForensicImage:
         name: display name (file path, or a label for in-memory images).
         path: source file, or None for in-memory images.
         sha256: hex digest of the file's bytes (of the encoded bytes for in-memory images).
-        format: ``JPEG``, ``PNG``, ``TIFF``, ``WEBP``, ``BMP``, ``GIF`` or ``RAW`` (from an array).
+        format: ``JPEG``, ``PNG``, ``TIFF``, ``WEBP``, ``AVIF``, ``HEIF`` (HEIC), ``BMP``,
+            ``GIF`` or ``RAW`` (from an array).
         mode: original Pillow mode (``RGB``, ``L``, ``RGBA``, ``I;16``, ``CMYK``, ``P`` ...).
         bit_depth: bits per sample before conversion to 8 bits.
         has_alpha: the file had an alpha channel (dropped here, reported in the JSON).
@@ -442,11 +491,13 @@ def image_from_bytes(
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     if not data:
         raise InputError("empty file (0 bytes)")
-    fmt = detect_format(data[:16])
+    fmt = detect_format(data[:FORMAT_HEAD_BYTES])
     if fmt is None:
-        raise InputError("not an image: content is not JPEG, PNG, TIFF, WebP, BMP or GIF")
+        raise InputError(f"not an image: content is not {READABLE_FORMATS}")
     if fmt == "JPEG":
         _check_jpeg_structure(data)
+    elif fmt == "HEIF":
+        _register_heif_opener()
     try:
         with warnings.catch_warnings(), _native_stderr() as native:
             warnings.simplefilter("ignore")

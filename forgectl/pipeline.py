@@ -29,7 +29,14 @@ from typing import Any
 from forgectl import __version__, errors
 from forgectl.backends.base import Backend, Result, compute_threads
 from forgectl.errors import CANNOT_RUN, ForgectlError, InputError, OutputError
-from forgectl.intake import IMAGE_EXTENSIONS, ForensicImage, detect_format, load_image
+from forgectl.intake import (
+    FORMAT_HEAD_BYTES,
+    IMAGE_EXTENSIONS,
+    READABLE_FORMATS,
+    ForensicImage,
+    detect_format,
+    load_image,
+)
 from forgectl.outputs import (
     IMAGE_OUTPUTS,
     MAP_OUTPUTS,
@@ -82,7 +89,7 @@ def _folder_images(folder: Path, recursive: bool) -> list[Path]:
 
 #: File extension for an image read from standard input, by the format its bytes name.
 _STDIN_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "GIF": ".gif",
-                     "BMP": ".bmp", "WEBP": ".webp"}
+                     "BMP": ".bmp", "WEBP": ".webp", "AVIF": ".avif", "HEIF": ".heic"}
 
 
 def save_standard_input(out_dir: Path) -> Path:
@@ -100,9 +107,9 @@ def save_standard_input(out_dir: Path) -> Path:
     data = sys.stdin.buffer.read()
     if not data:
         raise InputError("-: standard input is empty")
-    fmt = detect_format(data[:16])
+    fmt = detect_format(data[:FORMAT_HEAD_BYTES])
     if fmt is None:
-        raise InputError("-: standard input is not a JPEG, PNG, TIFF, WebP, BMP or GIF image")
+        raise InputError(f"-: standard input is not a {READABLE_FORMATS} image")
     prepare_folder(out_dir)
     path = Path(out_dir) / f"stdin{_STDIN_EXTENSIONS[fmt]}"
     with atomic_write(path) as fh:

@@ -46,6 +46,55 @@ def test_detect_format_rejects_text():
     assert detect_format(b"hello world, not an image") is None
 
 
+def _ftyp(major: bytes, *compatible: bytes) -> bytes:
+    body = major + b"\x00\x00\x00\x00" + b"".join(compatible)
+    return (8 + len(body)).to_bytes(4, "big") + b"ftyp" + body + b"\x00\x00\x01\x00meta"
+
+
+def test_heif_family_told_apart_by_brand_and_videos_refused():
+    assert detect_format(_ftyp(b"heic", b"mif1", b"heic")) == "HEIF"
+    assert detect_format(_ftyp(b"mif1", b"miaf", b"heic")) == "HEIF"  # generic major brand
+    assert detect_format(_ftyp(b"mif1", b"avif", b"miaf")) == "AVIF"
+    assert detect_format(_ftyp(b"avif", b"mif1")) == "AVIF"
+    assert detect_format(_ftyp(b"isom", b"mp41", b"avc1")) is None  # an MP4 video
+    assert detect_format(_ftyp(b"qt  ")) is None  # a QuickTime movie
+
+
+def test_avif_read_by_pillow(tmp_path, make_image):
+    rgb = make_image(64, 80)
+    path = tmp_path / "photo.avif"
+    path.write_bytes(_encode(rgb, "AVIF", quality=95))
+    img = load_image(path)
+    assert img.format == "AVIF" and not img.is_jpeg
+    assert img.rgb.shape == (64, 80, 3)
+    assert np.abs(img.rgb.astype(int) - rgb).mean() < 6  # lossy, but the same picture
+
+
+def test_heic_read_with_the_optional_package(tmp_path, make_image):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    rgb = make_image(64, 80)
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(rgb)).save(buf, quality=95)
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(buf.getvalue())
+    img = load_image(path)
+    assert img.format == "HEIF" and not img.is_jpeg
+    assert img.rgb.shape == (64, 80, 3)
+    assert np.abs(img.rgb.astype(int) - rgb).mean() < 6
+
+
+def test_heic_without_the_optional_package_is_a_one_line_error(monkeypatch):
+    import sys
+
+    import forgectl.intake as intake
+
+    monkeypatch.setattr(intake, "_heif_opener_registered", False)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import fails as if not installed
+    with pytest.raises(InputError, match=r"pillow-heif .*forgectl\[heic\]") as err:
+        image_from_bytes(_ftyp(b"heic", b"mif1", b"heic") + bytes(64))
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("quality", [50, 75, 90, 97])
 @pytest.mark.parametrize("subsampling", [0, 2])
 def test_quant_tables_equal_pillows(make_image, quality, subsampling):
