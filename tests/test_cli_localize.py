@@ -181,6 +181,22 @@ def test_help_names_the_reliability_options(cli):
         assert option in text
 
 
+def test_methods_listing_is_plain_text_within_the_terminal():
+    from forgectl import registry
+
+    narrow = subprocess.run([sys.executable, "-m", "forgectl", "methods"], capture_output=True,
+                            text=True, cwd=REPO, timeout=120,
+                            env=dict(os.environ, COLUMNS="80", TERM="dumb"))
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    assert not set("┃│━─┏┗") & set(narrow.stdout)  # no box drawing in a pipe
+    for name in registry.methods():  # each block starts with the method's name (grep-able)
+        assert any(line.split()[:1] == [name] for line in lines), name
+    # a file name is never split across lines
+    assert "omni-tiny.safetensors" in narrow.stdout
+
+
 def test_help_text_flows_as_one_paragraph_per_docstring_paragraph():
     wide = subprocess.run([sys.executable, "-m", "forgectl", "localize", "--help"],
                           capture_output=True, text=True, cwd=REPO, timeout=120,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from typing import Annotated, Any
 
 import typer
@@ -49,37 +51,53 @@ def methods(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    typer.echo("\n".join(_listing(rows, _width())))
 
-    table = Table(title="forgectl methods (details: forgectl methods NAME)")
-    for col in ("name", "kind", "needs", "weights", "summary"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        kind = r["kind"] if r["status"] == "ready" else f"{r['kind']} ({r['status']})"
-        table.add_row(r["name"], kind, r["needs"], r["weights"], r["summary"])
-    Console().print(table)
+
+def _width() -> int:
+    return max(60, min(shutil.get_terminal_size((100, 24)).columns, 160))
+
+
+def _wrapped(text: str, indent: int, width: int) -> list[str]:
+    return textwrap.wrap(text, width=width, initial_indent=" " * indent,
+                         subsequent_indent=" " * indent) or [""]
+
+
+def _listing(rows: list[dict[str, Any]], width: int) -> list[str]:
+    """Plain text, one block per method: a line of facts (grep-able: the name starts it), then
+    the summary wrapped to the terminal (a boxed table split file names mid-word at 80 columns
+    and drew boxes into pipes)."""
+    kinds = [r["kind"] if r["status"] == "ready" else f"{r['kind']} ({r['status']})"
+             for r in rows]
+    name_w = max(len(r["name"]) for r in rows)
+    kind_w = max(len(k) for k in kinds)
+    lines = _wrapped("forgectl methods (one method's options: forgectl methods NAME; every "
+                     "field: --json)", 0, width) + [""]
+    for r, kind in zip(rows, kinds, strict=True):
+        facts = (f"{r['name']:<{name_w}}  {kind:<{kind_w}}  needs {r['needs']}; "
+                 f"weights {r['weights']}")
+        lines += textwrap.wrap(facts, width=width, subsequent_indent=" " * (name_w + kind_w + 4),
+                               break_on_hyphens=False)
+        lines += _wrapped(r["summary"], 4, width)
+    return lines
 
 
 def _one(row: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(row, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    console.print(f"[bold]{row['name']}[/bold] ({row['kind']}, {row['status']}): {row['summary']}")
-    console.print(f"needs: {row['needs']}; weights: {row['weights']}; "
-                  f"trainable: {'yes' if row['trainable'] else 'no'}")
+    width = _width()
+    lines = _wrapped(f"{row['name']} ({row['kind']}, {row['status']}): {row['summary']}", 0,
+                     width)
+    lines.append(f"needs: {row['needs']}; weights: {row['weights']}; "
+                 f"trainable: {'yes' if row['trainable'] else 'no'}")
     if row["paper"]:
-        console.print(f"paper: {row['paper']}")
+        lines += _wrapped(f"paper: {row['paper']}", 0, width)
     if not row["options"]:
-        console.print("options: none")
-        return
-    table = Table(title="options (-p KEY=VALUE)")
-    for col in ("name", "default", "valid", "help"):
-        table.add_column(col, overflow="fold")
-    for opt in row["options"]:
-        table.add_row(opt["name"], json.dumps(opt["default"]), opt["valid"], opt["help"])
-    console.print(table)
+        lines.append("options: none")
+    else:
+        lines += ["", "options (-p KEY=VALUE):"]
+        for opt in row["options"]:
+            lines.append(f"  {opt['name']} = {json.dumps(opt['default'])}  ({opt['valid']})")
+            lines += _wrapped(opt["help"], 6, width)
+    typer.echo("\n".join(lines))
