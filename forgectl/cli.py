@@ -42,8 +42,6 @@ app = typer.Typer(
     context_settings={"max_content_width": 160},  # wide terminals get wide help
 )
 
-
-
 # name, command, the one line `forgectl --help` lists it with
 for _name, _command, _summary in (
     ("localize", localize.localize, "Find manipulated regions: mask, heatmap, overlay, JSON."),
