@@ -457,7 +457,7 @@ def test_omni_is_deterministic_across_runs_and_close_across_threads_and_runtimes
         tmp_path, monkeypatch):
     """Same thread count and runtime: byte-identical mask and record (timings aside). Other
     thread counts and the exported ONNX graph sum floats in another order, so the heatmap
-    moves by ~1e-7 and a mask pixel may flip only where the heatmap is that close to the
+    moves by up to ~1e-5 and a mask pixel may flip only where the heatmap is that close to the
     threshold; the test checks exactly that and prints how many flipped."""
     import torch
 
@@ -495,7 +495,9 @@ def test_omni_is_deterministic_across_runs_and_close_across_threads_and_runtimes
         flipped = ref.mask != other.mask
         print(f"t1 vs {label}: max |heatmap diff| {diff.max():.1e}, {int(flipped.sum())} of "
               f"{flipped.size} mask pixels differ")
-        assert diff.max() < 1e-5
-        assert np.all(np.abs(ref.heatmap[flipped] - threshold) < 1e-5)
-        assert abs(ref.score - other.score) < 1e-5
+        # float32 logits of a few units summed in another order differ by ~1e-5 (onnxruntime's
+        # convolutions against torch's): seen 1.1e-5 on the heatmap with the 2026-12-05 weights
+        assert diff.max() < 3e-5
+        assert np.all(np.abs(ref.heatmap[flipped] - threshold) < 3e-5)
+        assert abs(ref.score - other.score) < 3e-5
         assert ref.facts == other.facts
