@@ -11,6 +11,7 @@ so a file is first validated with a marker walk and a full Pillow decode.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -109,15 +110,10 @@ def detect_format(head: bytes) -> str | None:
     return _heif_format(head)
 
 
-_heif_opener_registered = False
-
-
+@functools.cache  # once per process; a failed import is not cached and fails again
 def _register_heif_opener() -> None:
     """Let Pillow open HEIC through pillow-heif (an optional extra: its wheels bundle libheif
     and an HEVC decoder)."""
-    global _heif_opener_registered
-    if _heif_opener_registered:
-        return
     try:
         import pillow_heif
     except ImportError as exc:
@@ -126,7 +122,6 @@ def _register_heif_opener() -> None:
             "(pip install 'forgectl[heic]', or convert it to PNG first)"
         ) from exc
     pillow_heif.register_heif_opener()
-    _heif_opener_registered = True
 
 
 def ijg_table(quality: int, base: np.ndarray = IJG_LUMA) -> np.ndarray:

@@ -88,10 +88,13 @@ def test_heic_without_the_optional_package_is_a_one_line_error(monkeypatch):
 
     import forgectl.intake as intake
 
-    monkeypatch.setattr(intake, "_heif_opener_registered", False)
+    intake._register_heif_opener.cache_clear()
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import fails as if not installed
-    with pytest.raises(InputError, match=r"pillow-heif .*forgectl\[heic\]") as err:
-        image_from_bytes(_ftyp(b"heic", b"mif1", b"heic") + bytes(64))
+    try:
+        with pytest.raises(InputError, match=r"pillow-heif .*forgectl\[heic\]") as err:
+            image_from_bytes(_ftyp(b"heic", b"mif1", b"heic") + bytes(64))
+    finally:
+        intake._register_heif_opener.cache_clear()
     assert "\n" not in str(err.value)
 
 
