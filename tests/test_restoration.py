@@ -779,6 +779,17 @@ def test_decision_turns_a_darkening_shift_into_the_gain_the_histogram_shows():
     assert shifted["type"] == "brightness" and "switched_from" not in shifted
 
 
+
+def test_decision_finds_a_low_gain_the_classifier_read_far_off():
+    # Seen on held-out photos: a gain of 0.70 read as 0.89, outside the search around the
+    # classifier's value; the low-gain fingerprint (which no undisturbed photo reaches) decides.
+    photo = natural_image(160, 200, seed=21)
+    far = refine_decision(contrast(photo, 0.7), "contrast", None, 0.89)
+    assert far["source"] == "gain_fit" and abs(far["beta"] - 0.7) <= 1 / 255
+    assert far["beta_classifier"] == 0.89 and not far["veto"]
+    # Without a fingerprint the classifier's reading stands (or is vetoed) as before.
+    assert refine_decision(photo, "contrast", None, 1.6)["veto"]
+
 def test_low_gain_fingerprint_is_found_only_where_a_gain_merged_levels():
     photo = natural_image(160, 200, seed=21)
     gain = low_gain_fingerprint(contrast(photo, 0.7))

@@ -243,7 +243,8 @@ def refine_decision(
       histogram holds a gain fingerprint in :data:`LOW_GAIN_RANGE` with a correlation of
       :data:`GAIN_SWITCH_MIN_CORRELATION`, the decision becomes that gain (an 8-bit shift
       moves levels without merging them, so it leaves no such fingerprint).
-    * contrast: :func:`fit_contrast_gain` around the classifier's beta. Without a fingerprint,
+    * contrast: :func:`fit_contrast_gain` around the classifier's beta, else a fingerprint in
+      :data:`LOW_GAIN_RANGE` as strong as for the switch above. Without a fingerprint,
       a gain below 1 is vetoed when pixels are brighter than ``beta + SHIFT_SNAP``, a gain
       above 1 when under :data:`MIN_GAIN_SATURATION` of the values are at 255.
 
@@ -283,6 +284,11 @@ def refine_decision(
                 out.update(alpha=round(brightest - 1, 4), source="brightest")
     elif kind == "contrast" and beta is not None:
         fitted, corr = fit_contrast_gain(rgb, beta)
+        if fitted is None and (gain := low_gain_fingerprint(rgb)) is not None:
+            # The classifier's strength was outside the search around it (held-out photos: a
+            # gain of 0.70 read as 0.89); a fingerprint this strong decides, as it does for a
+            # darkening shift.
+            fitted, corr = gain["beta"], gain["correlation"]
         out.update(beta_classifier=beta, gain_fit={"beta": fitted, "correlation": corr})
         if fitted is not None:
             out.update(beta=fitted, source="gain_fit")
