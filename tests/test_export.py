@@ -176,6 +176,28 @@ def test_a_gate_reading_the_grid_profile_exports_with_dynamic_sizes(tmp_path):
         assert abs(float(got["gate"][0]) - float(ref["gate"][0])) <= TOL
 
 
+def test_self_correlation_exports_with_dynamic_sizes(tmp_path):
+    from forgectl.nets.omni import OmniIML
+    from forgectl.recipes.omni import recipe
+
+    torch.manual_seed(2)
+    config = copy.deepcopy(recipe().configs["tiny"])
+    config["model"].update(pretrained=False,
+                           self_correlation={"dim": 16, "k": 4, "exclude": 1})
+    model = OmniIML(config["model"], with_box_head=False, pretrained=False)
+    torch.nn.init.normal_(model.self_correlation.head[-1].weight, std=1.0)  # trained: it counts
+    path = write_random_weights(model, tmp_path / "omni-tiny.safetensors", "omni", config)
+    backend = OmniBackend(weights=path, tile=96, overlap=16)
+    report = ex.export_model(backend, "onnx", tmp_path / "omni.onnx",
+                             images=ex.sample_images(SMALL[:1]))
+    runner, torch_run = OnnxRunner(report.path), backend.torch_runner()
+    # The neighbourhood mask and the reshape follow the size (2x2 to 6x10 cells at stride 16).
+    for h, w in ((32, 32), (64, 64), (96, 160)):
+        feeds = _feeds(h, w, ROUTE_FUSED, seed=h)
+        got, ref = runner(feeds), torch_run(feeds)
+        assert float(np.abs(got["mask"] - ref["mask"]).max()) <= TOL
+
+
 def test_onnx_inputs_have_symbolic_height_and_width(exported):
     import onnx
 

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 
 from forgectl.analysis.network_inputs import flip_blocks
 from forgectl.nets import encoders
-from forgectl.nets.attention import AnomalyEnhancement, ChannelSpatialAttention, QueryAttention
+from forgectl.nets.attention import (
+    AnomalyEnhancement,
+    ChannelSpatialAttention,
+    QueryAttention,
+    SelfCorrelation,
+)
 from forgectl.nets.decoders import DynamicWeightDecoder, DynamicWeightFilter
 from forgectl.nets.detection import create_box_head
 from forgectl.nets.frequency import FrequencyHead, coefficient_indices
@@ -211,6 +216,26 @@ def test_channel_spatial_attention_and_query_attention_shapes():
     ae = AnomalyEnhancement(16, 24, dim=16, num_queries=4, heads=2)
     f, c = ae(a, torch.randn(2, 24, 4, 6))
     assert f.shape == (2, 16, 8, 12) and c.shape == (2, 24, 4, 6)
+
+
+def test_self_correlation_finds_a_copied_block_and_starts_as_the_identity():
+    torch.manual_seed(0)
+    corr = SelfCorrelation(16, dim=8, k=4, exclude=1).eval()
+    x = torch.randn(2, 16, 10, 12)
+    x[:, :, 6:9, 7:10] = x[:, :, 0:3, 0:3]  # a copy-move at stride 16
+    best = corr.best_matches(x)
+    assert best.shape == (2, 4, 10, 12)
+    assert torch.all(best[:, :-1] >= best[:, 1:] - 1e-6)  # sorted, best first
+    # Both copies find each other; elsewhere random features match far less.
+    assert float(best[:, 0, 0:3, 0:3].min()) > 0.999
+    assert float(best[:, 0, 6:9, 7:10].min()) > 0.999
+    assert float(best[:, 0, 3:6, 3:6].max()) < 0.99
+    # A 2x2 map lies inside every position's neighbourhood: no match anywhere, -1.
+    flat = SelfCorrelation(16, dim=8, k=3, exclude=1).eval().best_matches(torch.ones(1, 16, 2, 2))
+    assert torch.equal(flat, torch.full((1, 3, 2, 2), -1.0))
+    assert torch.equal(corr(x), x)  # zero-initialized head
+    with pytest.raises(ValueError):
+        SelfCorrelation(16, k=0)
 
 
 # ------------------------------------------------------------------ decoders

@@ -168,7 +168,28 @@ def test_a_dct_reference_gate_is_labelled_against_the_dct_only_head():
         OmniIML({**cfg, "gate_reference": "depth"})
 
 
-@pytest.mark.parametrize("variant", [{"gate_grid_profile": True}, {"gate_reference": "dct"}])
+def test_self_correlation_starts_as_the_model_without_it():
+    torch.manual_seed(0)
+    plain = OmniIML(_tiny_recipe_config()["model"]).eval()
+    cfg = _tiny_recipe_config()["model"]
+    cfg["self_correlation"] = {"dim": 16, "k": 4, "exclude": 1}
+    extended = OmniIML(cfg).eval()
+    missing, unexpected = extended.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing
+    assert all(k.startswith("self_correlation.") for k in missing)
+    x = torch.randn(1, 3, 96, 128)
+    dct = torch.randint(0, 20, (1, 96, 128))
+    qt = torch.full((1, 8, 8), 5)
+    has_jpeg = torch.tensor([True])
+    with torch.no_grad():
+        a = plain(x, dct, qt, has_jpeg)["mask"]
+        torch.testing.assert_close(extended(x, dct, qt, has_jpeg)["mask"], a)
+        extended.self_correlation.head[-1].weight.fill_(0.1)  # once trained, it moves the mask
+        assert not torch.allclose(extended(x, dct, qt, has_jpeg)["mask"], a)
+
+
+@pytest.mark.parametrize("variant", [{"gate_grid_profile": True}, {"gate_reference": "dct"},
+                                     {"self_correlation": {"dim": 16, "k": 4, "exclude": 1}}])
 def test_backend_runs_weights_of_the_gate_variants(tmp_path, variant):
     path = _write_weights(tmp_path, **variant)
     backend = OmniBackend(weights=path)

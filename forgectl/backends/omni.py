@@ -93,10 +93,7 @@ def tile_graph(model: OmniIML) -> torch.nn.Module:
             # Boolean algebra, not torch.where: onnxruntime has no Where kernel for bool.
             use_rgb = (follow & (gate_logit >= 0)) | (~follow & (route > 0))
             s8 = torch.where(use_rgb.view(-1, 1, 1, 1), head["rgb8"], head["fused8"])
-            maps = [*head["stage_outputs"], *net.encoder.run(s8, net.i8 + 1)]
-            s16, s32 = maps[net.i16], maps[net.i32]
-            s8, s16 = net.anomaly(s8, s16)
-            dec = net.decoder([maps[net.i4], s8, s16, s32])
+            dec, _ = net.decode(head["stage_outputs"], s8)
             mask = F.interpolate(dec["mask"], size=image.shape[-2:], mode="bilinear",
                                  align_corners=False)
             return torch.sigmoid(mask), torch.sigmoid(gate_logit), use_rgb

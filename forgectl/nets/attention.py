@@ -117,3 +117,53 @@ class AnomalyEnhancement(nn.Module):
                            align_corners=False)
         down = self.fine_to_coarse(e_fine)
         return fine + e_fine + up, coarse + e_coarse + down
+
+
+class SelfCorrelation(nn.Module):
+    """Copy-move evidence: how well each position matches some *other* place in the same map.
+
+    A copy-moved region is a second instance of content found elsewhere in the image, which a
+    per-position network cannot see; matching can (BusterNet, Wu et al. 2018, "self-correlation
+    + percentile pooling"). Features are projected to ``dim`` channels and L2-normalized, every
+    position is compared with every other by cosine similarity, positions within ``exclude``
+    cells (Chebyshev distance) are masked out (a smooth neighbourhood matches itself), and the
+    ``k`` best similarities per position, sorted, are the evidence. A small conv head turns
+    them into a residual on the input; its last conv starts at zero, so the module is the
+    identity when added to trained weights and learns from there.
+
+    The neighbourhood mask is built from cumulative sums over the input itself (no shape
+    arithmetic), so a traced ONNX graph keeps it dynamic in H and W.
+
+    Shapes: ``x`` (B, C, H, W) -> (B, C, H, W). Memory is (B, H*W, H*W) floats.
+    """
+
+    def __init__(self, channels: int, dim: int = 64, k: int = 8, exclude: int = 2,
+                 hidden: int = 32) -> None:
+        super().__init__()
+        if k < 1 or exclude < 0:
+            raise ValueError(f"need k >= 1 and exclude >= 0, got k={k}, exclude={exclude}")
+        self.k, self.exclude = int(k), int(exclude)
+        self.proj = nn.Conv2d(channels, dim, 1)
+        self.head = nn.Sequential(conv_bn_relu(self.k, hidden, 3),
+                                  nn.Conv2d(hidden, channels, 1))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def best_matches(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``k`` best cosine similarities of each position outside its neighbourhood,
+        descending: (B, k, H, W) in [-1, 1] (-1 where fewer than ``k`` positions remain)."""
+        b, _, h, w = x.shape
+        feats = F.normalize(self.proj(x).flatten(2), dim=1)  # (B, D, N)
+        sim = torch.bmm(feats.transpose(1, 2), feats)  # (B, N, N)
+        ones = torch.ones_like(x[:1, :1])
+        ys = ones.cumsum(2).flatten()
+        xs = ones.cumsum(3).flatten()
+        near = ((ys[:, None] - ys[None, :]).abs() <= self.exclude) & (
+            (xs[:, None] - xs[None, :]).abs() <= self.exclude)
+        sim = sim.masked_fill(near, -1.0)
+        # k columns of -1 so that top-k is defined on maps with fewer than k far positions.
+        top = F.pad(sim, (0, self.k), value=-1.0).topk(self.k, dim=2).values  # (B, N, k)
+        return top.transpose(1, 2).reshape(b, self.k, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.head(self.best_matches(x))

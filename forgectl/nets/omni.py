@@ -10,6 +10,7 @@ Data flow (strides relative to the input; ``C_s`` = encoder channels at stride s
                       [, grid_profile(rgb)])                (B,16) blocking-grid phases
     S8 = V where the gate picks RGB else fused              (per image)
     S16, S32 = remaining encoder stages on S8
+    S16 = S16 + SelfCorrelation(S16)                        (only with ``self_correlation``)
     S8, S16 = AnomalyEnhancement(S8, S16)                   (+ box branch when training)
     DynamicWeightDecoder([C4, S8, S16, S32]) -> mask logits (B,1,H/4,W/4) -> upsampled to (H,W)
 
@@ -26,6 +27,9 @@ which, unlike the fused one, cannot lean on the RGB features when the DCT holds 
 The optional config key ``gate_grid_profile`` (default False) also feeds the gate the image's
 blocking-grid profile (:func:`grid_profile`): the pixel statistic that tells a file saved on its
 own grid from one cropped off an earlier grid and saved again.
+The optional config key ``self_correlation`` (default None; a dict of
+:class:`~forgectl.nets.attention.SelfCorrelation` arguments) adds copy-move matching at stride 16:
+each position's best similarities to the rest of the map, as a residual that starts at zero.
 
 Configs are data (:data:`OMNI_CONFIGS`); ``tiny`` is the CPU-trained shipped model, ``paper``
 the published scale (ConvNeXt-B at 512x512), ``tiny-scratch`` the tiny model on a from-scratch
@@ -42,7 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgectl.nets.attention import AnomalyEnhancement, ChannelSpatialAttention, conv_bn_relu
+from forgectl.nets.attention import (
+    AnomalyEnhancement,
+    ChannelSpatialAttention,
+    SelfCorrelation,
+    conv_bn_relu,
+)
 from forgectl.nets.decoders import DynamicWeightDecoder
 from forgectl.nets.detection import create_box_head
 from forgectl.nets.encoders import create_encoder
@@ -238,6 +247,9 @@ class OmniIML(nn.Module):
         self.gate_grid_profile = bool(config.get("gate_grid_profile", False))
         self.gate = ModalGateClassifier(c8, grid_profile=self.gate_grid_profile)
 
+        # Off by default: weights trained before it existed build without it.
+        corr = config.get("self_correlation")
+        self.self_correlation = SelfCorrelation(c16, **corr) if corr else None
         an = config["anomaly"]
         self.anomaly = AnomalyEnhancement(c8, c16, an["dim"], an["queries"], an["heads"])
         dec = config["decoder"]
@@ -285,6 +297,26 @@ class OmniIML(nn.Module):
             profile = grid_profile(image) if self.gate_grid_profile else None
             out["gate_logit"] = self.gate(rgb8, fused8, out["coarse_rgb"], reference, profile)
         return out
+
+    def decode(self, stage_outputs: list[torch.Tensor], s8: torch.Tensor
+               ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """Everything after the route: the deep encoder stages on the chosen stride-8 map,
+        self-correlation (when configured), anomaly enhancement and the decoder.
+
+        Args:
+            stage_outputs: the encoder maps up to stride 8 (``encode_head``'s).
+            s8: (B, C_8, H/8, W/8) the routed stride-8 map.
+
+        Returns:
+            the decoder's dict (``mask`` (B, 1, H/4, W/4) logits, ``coarse``) and the enhanced
+            ``(S8, S16)`` (the box branch reads them in training).
+        """
+        maps = [*stage_outputs, *self.encoder.run(s8, self.i8 + 1)]
+        s16, s32 = maps[self.i16], maps[self.i32]
+        if self.self_correlation is not None:
+            s16 = self.self_correlation(s16)
+        s8, s16 = self.anomaly(s8, s16)
+        return self.decoder([maps[self.i4], s8, s16, s32]), (s8, s16)
 
     def forward(self, image: torch.Tensor, dct: torch.Tensor, qtable: torch.Tensor,
                 has_jpeg: torch.Tensor, use_rgb: torch.Tensor | None = None,
@@ -339,11 +371,7 @@ class OmniIML(nn.Module):
             s8 = head["rgb8"]
         else:
             s8 = torch.where(route.view(-1, 1, 1, 1), head["rgb8"], head["fused8"])
-        deep = self.encoder.run(s8, self.i8 + 1)
-        maps = [*head["stage_outputs"], *deep]
-        s16, s32 = maps[self.i16], maps[self.i32]
-        s8, s16 = self.anomaly(s8, s16)
-        dec = self.decoder([maps[self.i4], s8, s16, s32])
+        dec, (s8, s16) = self.decode(head["stage_outputs"], s8)
         mask = F.interpolate(dec["mask"], size=image.shape[-2:], mode="bilinear",
                              align_corners=False)
         box_losses: dict[str, torch.Tensor] = {}
