@@ -10,7 +10,7 @@ Data flow (strides relative to the input; ``C_s`` = encoder channels at stride s
                       [, grid_profile(rgb)])                (B,16) blocking-grid phases
     S8 = V where the gate picks RGB else fused              (per image)
     S16, S32 = remaining encoder stages on S8
-    S16 = S16 + SelfCorrelation(S16)                        (only with ``self_correlation``)
+    S16 = SelfCorrelation(S16)        (S16 + a residual from best matches; ``self_correlation``)
     S8, S16 = AnomalyEnhancement(S8, S16)                   (+ box branch when training)
     DynamicWeightDecoder([C4, S8, S16, S32]) -> mask logits (B,1,H/4,W/4) -> upsampled to (H,W)
 
@@ -31,7 +31,8 @@ The optional config key ``self_correlation`` (default None; a dict of
 :class:`~forgectl.nets.attention.SelfCorrelation` arguments) adds copy-move matching at stride 16:
 each position's best similarities to the rest of the map, as a residual that starts at zero.
 
-Configs are data (:data:`OMNI_CONFIGS`); ``tiny`` is the CPU-trained shipped model, ``paper``
+Configs are data (:data:`OMNI_CONFIGS`); ``tiny`` is the CPU-trained model (shipped since
+2026-12-05 with ``self_correlation`` added, as its card's config records), ``paper``
 the published scale (ConvNeXt-B at 512x512), ``tiny-scratch`` the tiny model on a from-scratch
 ConvNeXt V2 backbone and ``tiny-lite2`` on the pretrained EfficientNet-Lite2 (for the backbone
 comparisons).
