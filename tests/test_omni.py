@@ -190,7 +190,7 @@ def test_self_correlation_starts_as_the_model_without_it():
 
 @pytest.mark.parametrize("variant", [{"gate_grid_profile": True}, {"gate_reference": "dct"},
                                      {"self_correlation": {"dim": 16, "k": 4, "exclude": 1}}])
-def test_backend_runs_weights_of_the_gate_variants(tmp_path, variant):
+def test_backend_runs_weights_of_the_network_variants(tmp_path, variant):
     path = _write_weights(tmp_path, **variant)
     backend = OmniBackend(weights=path)
     res = backend.localize(image_from_array(natural_image(96, 128, seed=7), jpeg_quality=90))
