@@ -22,6 +22,7 @@ from forgectl.analysis.restoration import (
     GAIN_SWITCH_MIN_CORRELATION,
     QUANTILE_LEVELS,
     REFERENCE_QUANTILES,
+    WHITE_SPIKE_MIN,
     classical_restore,
     exact_inverse,
     fit_contrast_gain,
@@ -765,6 +766,21 @@ def test_decision_reads_a_large_shift_the_classifier_reads_short_from_the_darkes
     assert short["source"] == "darkest" and abs(short["alpha"] - 0.5) <= 1 / 255
     far = refine_decision(shifted, "brightness", 0.25, None)  # too far: keep the classifier's
     assert far["source"] == "classifier" and far["alpha"] == 0.25
+
+
+def test_decision_reads_a_large_darkening_from_highlights_clipped_at_white():
+    # Seen on held-out photos: a shift of -0.5 read as -0.35..-0.40, 0.1-0.15 short of the
+    # brightest value's -0.5; the photos' blown highlights sit at that level.
+    blown = np.clip(_full_range(26).astype(np.float64) * 1.2, 0, 255).round().astype(np.uint8)
+    shifted = brightness(blown, -0.5)
+    assert (shifted == shifted.max()).mean() >= WHITE_SPIKE_MIN
+    short = refine_decision(shifted, "brightness", -0.37, None)
+    assert short["source"] == "brightest" and abs(short["alpha"] + 0.5) <= 1 / 255
+    # A single brightest value may be a dim photo's own top, not white: the narrow window holds.
+    dim = brightness(_full_range(26), -0.5)
+    assert (dim == dim.max()).mean() < WHITE_SPIKE_MIN
+    kept = refine_decision(dim, "brightness", -0.37, None)
+    assert kept["source"] == "classifier" and kept["alpha"] == -0.37
 
 
 def test_decision_turns_a_darkening_shift_into_the_gain_the_histogram_shows():
