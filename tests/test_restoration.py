@@ -19,10 +19,10 @@ import torch
 from forgectl import registry
 from forgectl.analysis.disturbance import brightness, clipped_values, contrast
 from forgectl.analysis.restoration import (
+    EXTREME_SPIKE_MIN,
     GAIN_SWITCH_MIN_CORRELATION,
     QUANTILE_LEVELS,
     REFERENCE_QUANTILES,
-    WHITE_SPIKE_MIN,
     classical_restore,
     exact_inverse,
     fit_contrast_gain,
@@ -760,27 +760,29 @@ def test_decision_checks_read_the_shift_from_the_extremes_and_veto_impossible_on
     }
 
 
-def test_decision_reads_a_large_shift_the_classifier_reads_short_from_the_darkest_value():
-    shifted = brightness(_full_range(26), 0.5)
-    short = refine_decision(shifted, "brightness", 0.38, None)  # the classifier's typical miss
-    assert short["source"] == "darkest" and abs(short["alpha"] - 0.5) <= 1 / 255
-    far = refine_decision(shifted, "brightness", 0.25, None)  # too far: keep the classifier's
-    assert far["source"] == "classifier" and far["alpha"] == 0.25
-
-
-def test_decision_reads_a_large_darkening_from_highlights_clipped_at_white():
-    # Seen on held-out photos: a shift of -0.5 read as -0.35..-0.40, 0.1-0.15 short of the
-    # brightest value's -0.5; the photos' blown highlights sit at that level.
-    blown = np.clip(_full_range(26).astype(np.float64) * 1.2, 0, 255).round().astype(np.uint8)
-    shifted = brightness(blown, -0.5)
-    assert (shifted == shifted.max()).mean() >= WHITE_SPIKE_MIN
-    short = refine_decision(shifted, "brightness", -0.37, None)
-    assert short["source"] == "brightest" and abs(short["alpha"] + 0.5) <= 1 / 255
-    # A single brightest value may be a dim photo's own top, not white: the narrow window holds.
-    dim = brightness(_full_range(26), -0.5)
-    assert (dim == dim.max()).mean() < WHITE_SPIKE_MIN
-    kept = refine_decision(dim, "brightness", -0.37, None)
-    assert kept["source"] == "classifier" and kept["alpha"] == -0.37
+@pytest.mark.parametrize("alpha", [0.5, -0.5])
+def test_decision_reads_a_large_shift_from_a_clipped_extreme_the_classifier_reads_short(alpha):
+    # Seen on held-out photos: shifts of +-0.5 read 0.1-0.15 short of the extreme value's,
+    # in photos whose shadows or highlights were clipped at black or white before the shift.
+    sign = 1 if alpha > 0 else -1
+    black_or_white = np.full((1, 1, 3), 0 if alpha > 0 else 255, np.uint8)
+    level = int(brightness(black_or_white, alpha)[0, 0, 0])
+    stretched = _full_range(26).astype(np.float64)
+    clipped = np.clip((stretched - 127.5) * 1.2 + 127.5, 0, 255).round().astype(np.uint8)
+    shifted = brightness(clipped, alpha)
+    assert (shifted == level).mean() >= EXTREME_SPIKE_MIN
+    short = refine_decision(shifted, "brightness", alpha - sign * 0.13, None)
+    assert short["source"] in ("darkest", "brightest") and abs(short["alpha"] - alpha) <= 1 / 255
+    far = refine_decision(shifted, "brightness", alpha - sign * 0.25, None)  # too far: keep it
+    assert far["source"] == "classifier" and far["alpha"] == alpha - sign * 0.25
+    # A single extreme value may be a dim photo's own end, not black or white: the window is
+    # half as wide there.
+    inner = np.round(16 + stretched * (223 / 255)).astype(np.uint8)  # 16..239
+    inner[0, 0, 0], inner[-1, -1, 2] = 0, 255
+    single = brightness(inner, alpha)
+    assert (single == level).mean() < EXTREME_SPIKE_MIN
+    kept = refine_decision(single, "brightness", alpha - sign * 0.13, None)
+    assert kept["source"] == "classifier" and kept["alpha"] == alpha - sign * 0.13
 
 
 def test_decision_turns_a_darkening_shift_into_the_gain_the_histogram_shows():
