@@ -273,14 +273,15 @@ def refine_decision(
     check_rgb(rgb)
     out: dict[str, Any] = {"type": kind, "alpha": alpha, "beta": beta, "source": "classifier",
                            "veto": None}
-    darkest, brightest = float(rgb.min()) / 255.0, float(rgb.max()) / 255.0
+    low, high = int(rgb.min()), int(rgb.max())
+    darkest, brightest = low / 255.0, high / 255.0
     if kind == "brightness" and alpha is not None:
         if alpha > 0:
             if darkest < alpha / 2:
                 out["veto"] = (
                     f"pixels at {darkest:.3f} are darker than a shift of {alpha:+.3f} allows"
                 )
-            elif abs(darkest - alpha) <= snap_window(rgb, int(rgb.min())):
+            elif abs(darkest - alpha) <= snap_window(rgb, low):
                 out.update(alpha=round(darkest, 4), source="darkest")
         elif alpha < 0:
             gain = low_gain_fingerprint(rgb)
@@ -297,7 +298,7 @@ def refine_decision(
                 out["veto"] = (
                     f"pixels at {brightest:.3f} are brighter than a shift of {alpha:+.3f} allows"
                 )
-            elif abs(brightest - 1 - alpha) <= snap_window(rgb, int(rgb.max())):
+            elif abs(brightest - 1 - alpha) <= snap_window(rgb, high):
                 out.update(alpha=round(brightest - 1, 4), source="brightest")
     elif kind == "contrast" and beta is not None:
         fitted, corr = fit_contrast_gain(rgb, beta)
