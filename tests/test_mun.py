@@ -195,6 +195,21 @@ def test_mmq_ablation_changes_the_fusion_only(tiny_mun: MUN) -> None:
             1, 1, 64, 64)
 
 
+def test_self_correlation_starts_as_the_model_without_it(tiny_mun: MUN) -> None:
+    cfg = _tiny()
+    cfg["self_correlation"] = {"dim": 16, "k": 4, "exclude": 1}
+    extended = MUN(cfg, pretrained=False).eval()
+    missing, unexpected = extended.load_state_dict(tiny_mun.state_dict(), strict=False)
+    assert not unexpected and missing
+    assert all(k.startswith("self_correlation.") for k in missing)
+    image, noise = torch.randn(1, 3, 64, 96), torch.randn(1, 1, 64, 96)
+    with torch.no_grad():
+        before = tiny_mun(image, noise)["mask"]
+        torch.testing.assert_close(extended(image, noise)["mask"], before)
+        extended.self_correlation.head[-1].weight.fill_(0.1)  # once trained, it moves the mask
+        assert not torch.allclose(extended(image, noise)["mask"], before)
+
+
 def test_frozen_extractor_loads_weights_and_never_trains(tmp_path) -> None:
     from safetensors.torch import save_file
 

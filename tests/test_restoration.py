@@ -19,6 +19,7 @@ import torch
 from forgectl import registry
 from forgectl.analysis.disturbance import brightness, clipped_values, contrast
 from forgectl.analysis.restoration import (
+    BLACK_LEVEL_MAX,
     EXTREME_SPIKE_MIN,
     GAIN_SWITCH_MIN_CORRELATION,
     QUANTILE_LEVELS,
@@ -28,6 +29,7 @@ from forgectl.analysis.restoration import (
     fit_contrast_gain,
     low_gain_fingerprint,
     refine_decision,
+    weak_gain_fingerprint,
 )
 from forgectl.backends.restorer import Restorer
 from forgectl.evaluation import restoration_table as rt
@@ -798,6 +800,21 @@ def test_decision_turns_a_darkening_shift_into_the_gain_the_histogram_shows():
 
 
 
+def test_decision_turns_a_gain_that_lifted_black_into_a_brightening_shift():
+    # Seen on held-out photos: shifts of +0.3 read as gains of about 1.5 (both brighten and
+    # clip highlights); a gain keeps black near black, a shift lifts it to alpha.
+    rgb = _full_range(23)
+    switched = refine_decision(brightness(rgb, 0.3), "contrast", None, 1.5)
+    assert switched["type"] == "brightness" and switched["source"] == "darkest"
+    assert abs(switched["alpha"] - 0.3) <= 1 / 255 and switched["beta"] is None
+    assert switched["switched_from"] == {"type": "contrast", "beta": 1.5}
+    # A gain keeps its type: the darkest value stays within beta * BLACK_LEVEL_MAX.
+    gained = contrast(rgb, 1.5)
+    assert gained.min() / 255 <= 1.5 * BLACK_LEVEL_MAX
+    kept = refine_decision(gained, "contrast", None, 1.5)
+    assert kept["type"] == "contrast" and "switched_from" not in kept
+
+
 def test_decision_finds_a_low_gain_the_classifier_read_far_off():
     # Seen on held-out photos: a gain of 0.70 read as 0.89, outside the search around the
     # classifier's value; the low-gain fingerprint (which no undisturbed photo reaches) decides.
@@ -807,6 +824,21 @@ def test_decision_finds_a_low_gain_the_classifier_read_far_off():
     assert far["beta_classifier"] == 0.89 and not far["veto"]
     # Without a fingerprint the classifier's reading stands (or is vetoed) as before.
     assert refine_decision(photo, "contrast", None, 1.6)["veto"]
+
+def test_decision_reads_a_gain_from_a_weak_fingerprint_of_a_rough_histogram():
+    # Seen on held-out photos: a photo whose own histogram is irregular holds a gain of 0.70
+    # at a correlation of 0.33 (below both thresholds), yet no other gain fits it as well.
+    photo = natural_image(160, 200, seed=22)
+    jitter = np.random.default_rng(22).integers(-1, 2, 256)
+    rough = np.clip(np.arange(256) + jitter, 0, 255).astype(np.uint8)[photo]
+    dim = contrast(rough, 0.7)
+    assert fit_contrast_gain(dim, 0.85)[0] is None and low_gain_fingerprint(dim) is None
+    weak = weak_gain_fingerprint(dim)
+    assert weak is not None and weak["correlation"] < GAIN_SWITCH_MIN_CORRELATION
+    decided = refine_decision(dim, "contrast", None, 0.85)
+    assert decided["source"] == "gain_fit" and abs(decided["beta"] - 0.7) <= 1 / 255
+    assert weak_gain_fingerprint(rough) is None  # nothing merged levels there
+
 
 def test_low_gain_fingerprint_is_found_only_where_a_gain_merged_levels():
     photo = natural_image(160, 200, seed=21)

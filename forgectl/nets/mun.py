@@ -38,6 +38,11 @@ Ablation ``mmq: false``: each level's noise features are projected by a 1x1 conv
 the same number of channels the MMQ would produce and concatenated (plain two-stream fusion),
 so the decoder is unchanged and only the query mechanism is removed.
 
+Optional ``self_correlation`` (default None; a dict of
+:class:`~forgectl.nets.attention.SelfCorrelation` arguments): copy-move matching on the fused
+stride-16 level ``f_16`` before the decoder, a residual that starts at zero (as omni's), so
+trained weights load into it unchanged.
+
 Configs are data (:data:`MUN_CONFIGS`): ``paper`` (ConvNeXt V2-Base for both streams, random
 init here, 512 crops), ``tiny`` (ImageNet EfficientNet-Lite0 RGB stream, random-init Lite0
 noise stream), ``tiny-convnext`` (both streams ConvNeXt V2-Atto from scratch) and
@@ -56,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgectl.errors import WeightsError
+from forgectl.nets.attention import SelfCorrelation
 from forgectl.nets.encoders import StagedEncoder, create_encoder
 from forgectl.nets.noiseprint import NoiseprintNet, noiseprint_config
 
@@ -106,14 +112,15 @@ MUN_CONFIGS: dict[str, dict[str, Any]] = {
 
 def mun_config(name: str) -> dict[str, Any]:
     """A deep copy of a named config (``tiny``, ``tiny-convnext``, ``tiny-no-mmq``,
-    ``tiny-highpass``, ``paper``).
+    ``tiny-highpass``, ``tiny-residual``, ``paper``).
 
     Keys: ``rgb_encoder`` / ``noise_encoder`` (registered StagedEncoder names),
     ``pretrained`` (ImageNet weights for the RGB stream, local packages only), ``input_size``
     (training crop), ``mmq`` (multi-modal query on/off), ``mmq_kernels`` (max-pool sizes),
     ``noise_scale`` (factor on the noise features before the query), ``decoder``
     (``channels``, ``csp_blocks``, ``dropout``), ``noiseprint`` (extractor config name) and
-    ``noiseprint_weights`` (safetensors path of the trained extractor, or None).
+    ``noiseprint_weights`` (safetensors path of the trained extractor, or None); optional
+    ``self_correlation`` (SelfCorrelation arguments, or None).
     """
     try:
         return copy.deepcopy(MUN_CONFIGS[name])
@@ -324,6 +331,11 @@ class MUN(nn.Module):
             else:
                 fusions.append(NoiseProjection(nc, len(kernels) * (c // 4)))
         self.fusions = nn.ModuleList(fusions)
+        corr = config.get("self_correlation")
+        level16 = LEVEL_STRIDES.index(16)
+        self.self_correlation = (
+            SelfCorrelation(rgb_ch[level16] + fusions[level16].out_channels, **corr)
+            if corr else None)
         dec = config.get("decoder", {})
         self.decoder = UNDecoder(
             [c + f.out_channels for c, f in zip(rgb_ch, fusions, strict=True)],
@@ -341,6 +353,9 @@ class MUN(nn.Module):
         for fusion, i, j in zip(self.fusions, self.rgb_levels, self.noise_levels, strict=True):
             x = xs[i]
             out.append(torch.cat([x, fusion(x, ys[j] * self.noise_scale)], dim=1))
+        if self.self_correlation is not None:
+            level16 = LEVEL_STRIDES.index(16)
+            out[level16] = self.self_correlation(out[level16])
         return out
 
     def forward(self, image: torch.Tensor, noiseprint: torch.Tensor) -> dict[str, torch.Tensor]:
