@@ -838,6 +838,10 @@ def test_decision_reads_a_gain_from_a_weak_fingerprint_of_a_rough_histogram():
     decided = refine_decision(dim, "contrast", None, 0.85)
     assert decided["source"] == "gain_fit" and abs(decided["beta"] - 0.7) <= 1 / 255
     assert weak_gain_fingerprint(rough) is None  # nothing merged levels there
+    # It sets the strength of a decision that stands, never lifts a veto: pixels brighter
+    # than the classifier's gain allows still refuse it.
+    assert dim.max() / 255 > 0.4 + 0.1
+    assert refine_decision(dim, "contrast", None, 0.4)["veto"]
 
 
 def test_low_gain_fingerprint_is_found_only_where_a_gain_merged_levels():

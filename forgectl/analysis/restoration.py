@@ -255,9 +255,11 @@ def low_gain_fingerprint(rgb: np.ndarray) -> dict[str, float] | None:
 #: error of the decided gain, a wrong type counting 1): lossless gains of 0.6 / 0.7 / 0.8
 #: 0.015 / 0.004 / 0.010 -> 0.000 (the classifier's reading stood on 12 of 126, photos with
 #: irregular histograms of their own); re-saved as JPEG 90 after the gain 0.138 / 0.263 /
-#: 0.782 -> 0.115 / 0.240 / 0.523; undisturbed images and darkening shifts unchanged. Not
-#: used to choose, photos 25..36 (seed 8): JPEG 0.065 / 0.026 / 0.808 -> 0.036 / 0.033 /
-#: 0.646, lossless 0.6 0.005 -> 0.000, the rest unchanged.
+#: 0.782 -> 0.115 / 0.258 / 0.782; undisturbed images and shifts unchanged. Not used to
+#: choose, photos 25..36 (seed 8): JPEG 0.065 / 0.026 / 0.808 -> 0.036 / 0.033 / 0.808,
+#: lossless 0.6 0.005 -> 0.000, the rest unchanged. It never lifts a veto: undisturbed JPEGs
+#: often hold a weak fingerprint near 0.9 (allowed to lift vetoes, it made ``--restore on``
+#: fire on 79 of casia1-dev's 332 images instead of 3).
 WEAK_GAIN_MIN_CORRELATION = 0.3
 WEAK_GAIN_MIN_LEAD = 0.03
 WEAK_GAIN_SEPARATION = 0.02
@@ -317,8 +319,8 @@ def refine_decision(
       a correlation of :data:`GAIN_SWITCH_MIN_CORRELATION`, the decision becomes that gain (an
       8-bit shift moves levels without merging them, so it leaves no such fingerprint).
     * contrast: :func:`fit_contrast_gain` around the classifier's beta, else a fingerprint in
-      :data:`LOW_GAIN_RANGE` as strong as for the switch above, else (for a gain below 1) a
-      :func:`weak_gain_fingerprint`. Without a fingerprint,
+      :data:`LOW_GAIN_RANGE` as strong as for the switch above, else (for a gain below 1 that
+      no brightness check below vetoes) a :func:`weak_gain_fingerprint`. Without a fingerprint,
       a gain below 1 is vetoed when pixels are brighter than ``beta + SHIFT_SNAP``, a gain
       above 1 when under :data:`MIN_GAIN_SATURATION` of the values are at 255.
 
@@ -364,10 +366,13 @@ def refine_decision(
             # gain of 0.70 read as 0.89); a fingerprint this strong decides, as it does for a
             # darkening shift.
             fitted, corr = gain["beta"], gain["correlation"]
-        if fitted is None and beta < 1 and (gain := weak_gain_fingerprint(rgb)) is not None:
+        if (fitted is None and beta < 1 and brightest <= beta + SHIFT_SNAP
+                and (gain := weak_gain_fingerprint(rgb)) is not None
+                and brightest <= gain["beta"] + SHIFT_SNAP):
             # Photos with irregular histograms of their own (held-out photos: a gain of 0.70
             # read as 0.76-0.93, correlation 0.33 at the true gain, below every threshold
-            # above) still put their best candidate on the true gain.
+            # above) still put their best candidate on the true gain. Only the strength of a
+            # decision that stands anyway: undisturbed JPEGs hold weak fingerprints near 0.9.
             fitted, corr = gain["beta"], gain["correlation"]
         out.update(beta_classifier=beta, gain_fit={"beta": fitted, "correlation": corr})
         if fitted is not None:
