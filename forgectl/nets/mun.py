@@ -67,6 +67,8 @@ from forgectl.nets.noiseprint import NoiseprintNet, noiseprint_config
 
 #: Output strides of the four levels MUN reads from each stream.
 LEVEL_STRIDES = (4, 8, 16, 32)
+#: The level the optional self-correlation matches on (stride 16, as omni's).
+CORR_LEVEL = LEVEL_STRIDES.index(16)
 
 _TINY: dict[str, Any] = {
     "rgb_encoder": "efficientnet_lite0",
@@ -332,9 +334,8 @@ class MUN(nn.Module):
                 fusions.append(NoiseProjection(nc, len(kernels) * (c // 4)))
         self.fusions = nn.ModuleList(fusions)
         corr = config.get("self_correlation")
-        level16 = LEVEL_STRIDES.index(16)
         self.self_correlation = (
-            SelfCorrelation(rgb_ch[level16] + fusions[level16].out_channels, **corr)
+            SelfCorrelation(rgb_ch[CORR_LEVEL] + fusions[CORR_LEVEL].out_channels, **corr)
             if corr else None)
         dec = config.get("decoder", {})
         self.decoder = UNDecoder(
@@ -354,8 +355,7 @@ class MUN(nn.Module):
             x = xs[i]
             out.append(torch.cat([x, fusion(x, ys[j] * self.noise_scale)], dim=1))
         if self.self_correlation is not None:
-            level16 = LEVEL_STRIDES.index(16)
-            out[level16] = self.self_correlation(out[level16])
+            out[CORR_LEVEL] = self.self_correlation(out[CORR_LEVEL])
         return out
 
     def forward(self, image: torch.Tensor, noiseprint: torch.Tensor) -> dict[str, torch.Tensor]:
