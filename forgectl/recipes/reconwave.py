@@ -120,6 +120,19 @@ def apply_disturbance(rgb: np.ndarray, disturbance: dict[str, Any]) -> np.ndarra
     return rgb.copy()
 
 
+def resave_jpeg(rng: np.random.Generator, rgb: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """``rgb`` re-saved as JPEG with probability ``spec["resave_jpeg_prob"]`` (quality uniform in
+    ``resave_jpeg_quality``), else itself; draws nothing from ``rng`` when the probability is 0,
+    so recipes without re-saves keep their sample streams."""
+    prob = float(spec.get("resave_jpeg_prob", 0.0))
+    if prob <= 0.0 or rng.random() >= prob:
+        return rgb
+    from forgectl.synth.histories import jpeg_roundtrip
+
+    lo, hi = spec.get("resave_jpeg_quality", (70, 95))
+    return jpeg_roundtrip(rgb, int(rng.integers(int(lo), int(hi) + 1)))
+
+
 def _restore_config(name: str, training: dict[str, Any]) -> dict[str, Any]:
     from forgectl.nets.restoration import restoration_config
 
@@ -149,6 +162,12 @@ class RestorationRecipe(Recipe):
                 "alpha_range": [0.2, 0.6],
                 "beta_low": [0.6, 0.8],
                 "beta_high": [1.5, 2.2],
+                # Re-save the disturbed image as JPEG (quality uniform in the range) with this
+                # probability: photos are brightened, then shared as JPEG, and a classifier
+                # trained on lossless pairs reads a JPEG'd gain of 2.0 as undisturbed. 0 for
+                # the shipped modules, which were trained without it.
+                "resave_jpeg_prob": 0.0,
+                "resave_jpeg_quality": [70, 95],
             },
             # MSE is what PSNR scores: in clipped (lost) pixels it learns the conditional mean,
             # where L1 alone would learn the median. ``lost_mse`` (MSE on the clipped values
@@ -221,7 +240,8 @@ class RestorationRecipe(Recipe):
         clean = sample.clean_rgb if sample.clean_rgb is not None else sample.image.rgb
         clean = np.ascontiguousarray(clean)
         dist = draw_disturbance(rng, config["disturb"])
-        disturbed = apply_disturbance(clean, dist)
+        exact = apply_disturbance(clean, dist)
+        disturbed = resave_jpeg(rng, exact, config["disturb"])
         cls_cfg = config["model"]["classifier"]
         thumb, stats = disturbance_features(
             _to_tensor(disturbed)[None], int(cls_cfg["size"]), int(cls_cfg["hist_bins"])
@@ -230,7 +250,8 @@ class RestorationRecipe(Recipe):
         valid = pad_to(np.ones(clean.shape[:2], np.float32)[win], crop, crop)
         x, y = pad_to(disturbed[win], crop, crop), pad_to(clean[win], crop, crop)
         mask = pad_to((np.asarray(sample.mask) > 0).astype(np.float32)[win], crop, crop)
-        lost = clipped_values(disturbed[win], dist["type"], dist["alpha"], dist["beta"])
+        # What the disturbance destroyed, read before any re-save smeared the clipped values.
+        lost = clipped_values(exact[win], dist["type"], dist["alpha"], dist["beta"])
         lost = pad_to(lost.astype(np.float32), crop, crop)
         flip_p = float(config.get("flip_prob", 0.0))
         for axis in (0, 1):
