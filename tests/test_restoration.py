@@ -432,18 +432,22 @@ def test_restoration_recipe_prepare_and_loss():
     assert float(out["probs"].abs().sum()) == 0  # no tamper map from the restoration stage
 
 
+def _pair(item: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A prepared restoration item -> (its disturbance, the lossless disturbance of its clean
+    crop, its input image), images as (H, W, 3) uint8."""
+    kind = DISTURBANCE_CLASSES[int(item["kind"])]
+    clean = np.round(item["clean"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
+    dist = {"type": kind, "alpha": float(item["alpha"]), "beta": float(item["beta"])}
+    got = np.round(item["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
+    return dist, apply_disturbance(clean, dist), got
+
+
 def test_restoration_recipe_pairs_are_exact_disturbances_of_the_clean_crop():
     recipe = RestorationRecipe()
     config = _tiny_config(recipe, "restore-tiny", crop=32, flip_prob=0.0)
     for seed in range(6):
-        item = recipe.prepare(_sample(), config, np.random.default_rng(seed))
-        kind = DISTURBANCE_CLASSES[int(item["kind"])]
-        clean = np.round(item["clean"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
-        dist = {"type": kind, "alpha": float(item["alpha"]), "beta": float(item["beta"])}
-        expect = apply_disturbance(clean, dist)
-        got = np.round(item["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
+        _, expect, got = _pair(recipe.prepare(_sample(), config, np.random.default_rng(seed)))
         np.testing.assert_array_equal(got, expect)
-
 
 
 def test_restoration_recipe_can_resave_the_disturbed_image_as_jpeg():
@@ -454,16 +458,13 @@ def test_restoration_recipe_can_resave_the_disturbed_image_as_jpeg():
     resaved["disturb"].update(none_prob=0.0, resave_jpeg_prob=1.0)
     for seed in range(4):
         item = recipe.prepare(_sample(), resaved, np.random.default_rng(seed))
-        kind = DISTURBANCE_CLASSES[int(item["kind"])]
-        clean = np.round(item["clean"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
-        dist = {"type": kind, "alpha": float(item["alpha"]), "beta": float(item["beta"])}
-        exact = apply_disturbance(clean, dist)
-        got = np.round(item["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
+        dist, exact, got = _pair(item)
         assert not np.array_equal(got, exact)  # JPEG-decoded, not the lossless disturbance
         assert np.abs(got.astype(int) - exact).mean() < 4
         # The clipped values are those the disturbance destroyed, not what the JPEG left.
-        lost = clipped_values(exact, kind, dist["alpha"], dist["beta"])
+        lost = clipped_values(exact, dist["type"], dist["alpha"], dist["beta"])
         np.testing.assert_array_equal(item["lost"].numpy().transpose(1, 2, 0) > 0, lost)
+
 
 def test_restoration_recipe_marks_the_clipped_values_and_weighs_them_alone():
     recipe = RestorationRecipe()
