@@ -129,7 +129,7 @@ def resave_jpeg(rng: np.random.Generator, rgb: np.ndarray, spec: dict[str, Any])
         return rgb
     from forgectl.synth.histories import jpeg_roundtrip
 
-    lo, hi = spec.get("resave_jpeg_quality", (70, 95))
+    lo, hi = spec["resave_jpeg_quality"]
     return jpeg_roundtrip(rgb, int(rng.integers(int(lo), int(hi) + 1)))
 
 
