@@ -181,6 +181,18 @@ def test_help_names_the_reliability_options(cli):
         assert option in text
 
 
+@pytest.mark.parametrize("command", ["localize", "explain", "restore", "benchmark", "export",
+                                     "train", "synth"])
+def test_help_shows_what_a_text_option_takes_not_its_python_type(cli, command):
+    # Typer labels an option without a metavar by its annotation ("<str>", "<list[str]>"),
+    # which tells a user nothing; the choices or the form (auto|on|off, KEY=VALUE) do.
+    options = [line for line in cli([command, "--help"]).stdout.splitlines()
+               if line.lstrip().startswith("-")]
+    assert options
+    vague = [line.strip() for line in options if "<str>" in line or "<list[" in line]
+    assert not vague, vague
+
+
 def test_methods_listing_is_plain_text_within_the_terminal():
     from forgectl import registry
 

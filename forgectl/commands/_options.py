@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 
 MethodOpt = Annotated[
-    str, typer.Option("--method", "-m", help="Method name (see `forgectl methods`).")
+    str, typer.Option("--method", "-m", metavar="NAME",
+                      help="Method name (see `forgectl methods`).")
 ]
-OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")]
 WeightsOpt = Annotated[
     Path | None,
-    typer.Option("--weights", help="Weights file (default: the method's shipped weights)."),
+    typer.Option("--weights", metavar="FILE",
+                 help="Weights file (default: the method's shipped weights)."),
 ]
 ThresholdOpt = Annotated[
     float | None,
@@ -29,7 +31,7 @@ RecursiveOpt = Annotated[
 RuntimeOpt = Annotated[
     str,
     typer.Option(
-        "--runtime",
+        "--runtime", metavar="auto|int8|onnx|torch",
         help="Where a learned method's network runs: auto (its shipped int8 or float ONNX "
         "graph in onnxruntime when there is one, else PyTorch; --weights FILE runs on what "
         "FILE is), int8, onnx, or torch (needs the train extra).",
@@ -45,7 +47,7 @@ RESTORE_DEFAULT = "off"
 RestoreOpt = Annotated[
     str,
     typer.Option(
-        "--restore",
+        "--restore", metavar="auto|on|off",
         help="Brightness/contrast restoration before the method (docs/RESTORE.md): auto "
         "(restore when the restoration module sees a disturbance), on (also try its likeliest "
         "disturbance when unsure), off.",

@@ -87,14 +87,15 @@ def benchmark(
     ],
     methods: Annotated[
         str,
-        typer.Option("--methods", "-m", help="Comma-separated method names, or 'all'."),
+        typer.Option("--methods", "-m", metavar="NAMES",
+                     help="Comma-separated method names, or 'all'."),
     ] = "ela",
     out: OutDirOpt = Path("forgectl-bench"),
     threshold: ThresholdOpt = None,
     perturb: Annotated[
         list[str] | None,
         typer.Option(
-            "--perturb",
+            "--perturb", metavar="KIND:PARAM=V1,V2",
             help="Robustness sweep KIND:PARAM=V1,V2 (repeatable): jpeg:q=, resize:scale=, "
             "blur:k=, noise:sigma=, brightness:alpha=, contrast:beta=.",
         ),
@@ -123,11 +124,13 @@ def benchmark(
     ] = 1000,
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="Method option METHOD.KEY=VALUE (repeatable)."),
+        typer.Option("--param", "-p", metavar="METHOD.KEY=VALUE",
+                     help="Method option METHOD.KEY=VALUE (repeatable)."),
     ] = None,
     weights: Annotated[
         list[str] | None,
-        typer.Option("--weights", help="Weights file METHOD=PATH (repeatable)."),
+        typer.Option("--weights", metavar="METHOD=PATH",
+                     help="Weights file METHOD=PATH (repeatable)."),
     ] = None,
     no_clean: Annotated[
         bool, typer.Option("--no-clean", help="With --perturb, skip the unperturbed run.")

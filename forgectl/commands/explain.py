@@ -57,7 +57,7 @@ def explain(
     methods: Annotated[
         str | None,
         typer.Option(
-            "--methods",
+            "--methods", metavar="NAMES",
             help="Comma-separated methods to run (default: all with their weights present).",
         ),
     ] = None,

@@ -18,7 +18,8 @@ def export(
     method: MethodOpt,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="File to write (.onnx for ONNX, e.g. .pt for "
+        typer.Option("--out", "-o", metavar="FILE",
+                     help="File to write (.onnx for ONNX, e.g. .pt for "
                      "TorchScript).", show_default=False),
     ] = None,
     shipped: Annotated[
@@ -36,12 +37,13 @@ def export(
     ] = False,
     calibration: Annotated[
         Path | None,
-        typer.Option("--calibration", help="With --int8: a folder of pristine JPEG photos "
+        typer.Option("--calibration", metavar="DIR",
+                     help="With --int8: a folder of pristine JPEG photos "
                      "to calibrate activation ranges on (never a benchmark set).",
                      show_default=False),
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="onnx or torchscript.")
+        str, typer.Option("--format", "-f", metavar="onnx|torchscript", help="onnx or torchscript.")
     ] = "onnx",
     weights: WeightsOpt = None,
     tolerance: Annotated[

@@ -79,7 +79,8 @@ def localize(
     ] = None,
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="Method option KEY=VALUE (repeatable)."),
+        typer.Option("--param", "-p", metavar="KEY=VALUE",
+                     help="Method option KEY=VALUE (repeatable)."),
     ] = None,
     max_pixels: MaxPixelsOpt = MAX_PIXELS_DEFAULT,
     runtime: RuntimeOpt = "auto",
@@ -112,13 +113,14 @@ def localize(
     ] = True,
     engine: Annotated[
         str,
-        typer.Option("--engine", help="local: images one after another in one worker process "
+        typer.Option("--engine", metavar="local|ray",
+                     help="local: images one after another in one worker process "
                      "on this machine; ray: a pool of workers, one per CPU of a Ray cluster "
                      "(needs the ray extra; docs/SCALE.md). Same outputs."),
     ] = "local",
     address: Annotated[
         str | None,
-        typer.Option("--address", show_default=False,
+        typer.Option("--address", metavar="HOST:PORT", show_default=False,
                      help="--engine ray: the cluster to use (host:port that `ray start --head` "
                      "printed); default: a local Ray started for this run."),
     ] = None,

@@ -37,7 +37,7 @@ def restore(
     mode: Annotated[
         str,
         typer.Option(
-            "--mode",
+            "--mode", metavar="learned|classical",
             help="learned (classifier + restorer, restores only when it sees a disturbance) or "
             "classical (inverse of a blind global linear fit; changes every image).",
         ),
@@ -45,7 +45,7 @@ def restore(
     weights: Annotated[
         Path | None,
         typer.Option(
-            "--weights",
+            "--weights", metavar="FILE",
             help=f"Restoration weights (default: weights/{RESTORE_WEIGHTS_DEFAULT}).",
         ),
     ] = None,

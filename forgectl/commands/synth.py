@@ -37,20 +37,22 @@ def synth(
     kinds: Annotated[
         str,
         typer.Option(
-            "--kinds", help="Comma-separated kinds: splice, copymove, removal, authentic."
+            "--kinds", metavar="KINDS",
+            help="Comma-separated kinds: splice, copymove, removal, authentic.",
         ),
     ] = "splice,copymove,removal,authentic",
     seed: Annotated[int, typer.Option("--seed", min=0, help="Dataset seed.")] = 0,
     split: Annotated[
         str,
         typer.Option(
-            "--split",
+            "--split", metavar="train|val|test|all",
             help="Source photos to use, split by file-name hash: train, val, test or all.",
         ),
     ] = "all",
     size: Annotated[
         str | None,
-        typer.Option("--size", help="Working long side MIN,MAX in pixels (default 256,512)."),
+        typer.Option("--size", metavar="MIN,MAX",
+                     help="Working long side MIN,MAX in pixels (default 256,512)."),
     ] = None,
     start: Annotated[int, typer.Option("--start", min=0, help="Index of the first sample.")] = 0,
     force: Annotated[

@@ -26,18 +26,21 @@ def train(
         typer.Option(
             "--images",
             "-i",
+            metavar="DIR",
             help="Folder of pristine photos (repeatable), e.g. ../shared/corpus.",
             show_default=False,
         ),
     ],
     config: Annotated[
-        str, typer.Option("--config", "-c", help="Named config of the method: tiny or paper.")
+        str, typer.Option("--config", "-c", metavar="tiny|paper",
+                          help="Named config of the method: tiny or paper.")
     ] = "tiny",
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
             "-o",
+            metavar="DIR",
             help="Run folder: checkpoints, log, final weights + card "
             "(default: runs/METHOD-CONFIG-TIME; with --resume: the newest such folder).",
             show_default=False,
@@ -66,7 +69,7 @@ def train(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds model init and samples.")] = 0,
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue the run in --run-dir from its last checkpoint."),
+        typer.Option("--resume", help="Continue the run in --out from its last checkpoint."),
     ] = False,
     dev: Annotated[
         Path | None,
@@ -98,25 +101,28 @@ def train(
         str | None,
         typer.Option(
             "--kinds",
+            metavar="KINDS",
             help="Comma-separated sample kinds (splice, copymove, removal, "
             "authentic) (default: the config's mix).",
             show_default=False,
         ),
     ] = None,
     dtype: Annotated[
-        str, typer.Option("--dtype", help="Shipped weights: float32 or float16.")
+        str, typer.Option("--dtype", metavar="float32|float16",
+                          help="Shipped weights: float32 or float16.")
     ] = "float32",
     best_metric: Annotated[
         str,
         typer.Option(
-            "--best-metric",
+            "--best-metric", metavar="METRIC",
             help="Synthetic validation metric "
             "that picks the shipped weights: val_f1, val_iou, "
             "val_pixel_auc or val_loss.",
         ),
     ] = "val_f1",
     pick: Annotated[
-        str, typer.Option("--pick", help="Final weights: the best (by --best-metric) or the last.")
+        str, typer.Option("--pick", metavar="best|last",
+                          help="Final weights: the best (by --best-metric) or the last.")
     ] = "best",
     ship: Annotated[
         bool,
@@ -129,7 +135,7 @@ def train(
     init: Annotated[
         str | None,
         typer.Option(
-            "--init",
+            "--init", metavar="FILE|shipped",
             help="Warm start: a weights file (with its card) of the same method and network, "
             "or 'shipped' for the shipped one. With --resume: only when the run folder holds "
             "no checkpoint yet.",
@@ -139,7 +145,7 @@ def train(
     settings: Annotated[
         list[str] | None,
         typer.Option(
-            "--set",
+            "--set", metavar="KEY=JSON",
             help="Config value KEY=JSON (repeatable; dotted keys reach into the synthetic "
             "data, e.g. synth.kinds='{\"splice\": 1}' or synth.history.final_jpeg_prob=0.5).",
             show_default=False,

@@ -10,7 +10,7 @@ Optimization: AdamW; the learning rate rises linearly for ``warmup_steps`` and t
 cosine down to ``min_lr_ratio * lr``; gradients are clipped to a global norm of ``grad_clip``.
 The schedule is a pure function of the step, so it has no state to checkpoint.
 
-Files in the run folder (``--run-dir``)::
+Files in the run folder (``--out``)::
 
     checkpoint.json           state: step, config, schedule, seed, optimizer hyper-parameters,
                               validation history, best metric; names the tensor file + sha256
@@ -529,7 +529,7 @@ class Trainer:
             if self.state_path.exists():
                 raise UsageError(
                     f"{self.run_dir} already holds a checkpoint: add --resume to "
-                    "continue it or choose another --run-dir"
+                    "continue it or choose another --out"
                 )
             # The training stream (dropout, random draws in losses) starts from the seed,
             # whatever the model's initialization consumed.
