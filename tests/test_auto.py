@@ -26,7 +26,15 @@ from forgectl.fusion.features import (
     member_stats,
     pixel_features,
 )
-from forgectl.fusion.fit import FitConfig, evaluate, fit_all, fit_model, predict, prepare
+from forgectl.fusion.fit import (
+    FitConfig,
+    evaluate,
+    fit_all,
+    fit_model,
+    predict,
+    prepare,
+    with_blinded_copies,
+)
 from forgectl.fusion.model import FusionModel
 from forgectl.intake import image_from_array
 from tests.helpers import natural_image
@@ -109,6 +117,35 @@ def test_verdict_threshold_flags_at_most_a_tenth_of_authentic_images():
     authentic = ~data.labels
     assert (scores[authentic] >= 0.5).mean() <= 0.10
     assert (scores[~authentic] >= 0.5).mean() > 0.8
+
+
+def test_blinded_copies_make_one_member_blind_per_row():
+    width = len(IMAGE_FEATURES)
+    x = np.arange(1, 1 + 5 * 2 * width, dtype=np.float32).reshape(5, 2 * width)
+    y = np.array([True, False, True, False, True])
+    xb, yb = with_blinded_copies(x, y, n_members=2, copies=2, seed=0)
+    assert xb.shape == (15, 2 * width) and (xb[:5] == x).all()
+    assert (yb == np.tile(y, 3)).all()
+    blinded = set()
+    for row, original in zip(xb[5:], np.tile(x, (2, 1)), strict=True):
+        blocks, kept = row.reshape(2, width), original.reshape(2, width)
+        zero = np.array([not block.any() for block in blocks])
+        assert zero.sum() == 1  # exactly one member blind, the other untouched
+        assert (blocks[~zero] == kept[~zero]).all()
+        blinded.add(int(np.flatnonzero(zero)[0]))
+    assert blinded == {0, 1}
+    assert with_blinded_copies(x, y, 2, 0, 0)[0] is x
+    with pytest.raises(ValueError, match="verdict_blind"):
+        FitConfig(verdict_blind=-1)
+
+
+def test_a_verdict_fitted_with_blinded_copies_still_learns(fitted):
+    _, examples = fitted
+    data = prepare(examples, MEMBERS, "dev")
+    model = fit_model(data, np.arange(len(examples)),
+                      FitConfig(hidden=0, verdict="trees", verdict_blind=2))
+    figures = evaluate([(ex, *predict(model, ex)) for ex in examples])
+    assert figures["image_auc"] > 0.95 and figures["f1"] > 0.8
 
 
 def test_blind_member_has_zero_features():

@@ -51,12 +51,19 @@ class FitConfig:
     verdict_trees: int = 100
     verdict_depth: int = 2
     verdict_lr: float = 0.1
+    #: Copies of the fitting examples the verdict also learns from, each with one member,
+    #: drawn at random, made blind (its image features those of "not applicable"). Fitted
+    #: on synthetic forgeries, the verdict otherwise leans on whichever member separates them
+    #: best there, which need not be the one that transfers to real photos.
+    verdict_blind: int = 0
     seed: int = 0
     max_iter: int = 300
 
     def __post_init__(self) -> None:
         if self.verdict not in ("logistic", "trees"):
             raise ValueError(f"fit.verdict must be 'logistic' or 'trees', not {self.verdict!r}")
+        if self.verdict_blind < 0:
+            raise ValueError(f"fit.verdict_blind must be >= 0, not {self.verdict_blind}")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -111,15 +118,18 @@ def fit_model(data: Prepared, index: np.ndarray, cfg: FitConfig) -> FusionModel:
     from sklearn.neural_network import MLPClassifier
 
     xv = data.image_x[index]
+    xb, yb = with_blinded_copies(xv, data.labels[index], len(data.members), cfg.verdict_blind,
+                                 cfg.seed)
     if cfg.verdict == "trees":
-        arrays, v_logit = _fit_tree_verdict(xv, data.labels[index], cfg)
+        arrays, v_logit = _fit_tree_verdict(xb, yb, cfg)
     else:
-        v_mean, v_scale = xv.mean(0), xv.std(0) + 1e-3
+        v_mean, v_scale = xb.mean(0), xb.std(0) + 1e-3
         verdict = LogisticRegression(C=cfg.verdict_c, max_iter=2000, class_weight="balanced")
-        verdict.fit((xv - v_mean) / v_scale, data.labels[index])
-        v_logit = verdict.decision_function((xv - v_mean) / v_scale)
+        verdict.fit((xb - v_mean) / v_scale, yb)
+        v_logit = verdict.decision_function((xb - v_mean) / v_scale)
         arrays = {"verdict_mean": v_mean, "verdict_scale": v_scale,
                   "verdict_coef": verdict.coef_[0], "verdict_bias": verdict.intercept_}
+    v_logit = v_logit[: len(xv)]  # the examples themselves come first
 
     xs, ys = [], []
     for j, i in enumerate(index):
@@ -146,6 +156,24 @@ def fit_model(data: Prepared, index: np.ndarray, cfg: FitConfig) -> FusionModel:
     model = FusionModel(members=data.members, arrays=arrays)
     choose_thresholds(model, data, index)
     return model
+
+
+def with_blinded_copies(x: np.ndarray, y: np.ndarray, n_members: int, copies: int, seed: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (E, n_members * len(IMAGE_FEATURES)) followed by ``copies`` copies of it in which
+    each row has one member, drawn at random, made blind (its features zero, as
+    :func:`image_features` gives a member that is not applicable); ``y`` repeated alike."""
+    if copies == 0:
+        return x, y
+    rng = np.random.default_rng(seed)
+    width = len(IMAGE_FEATURES)
+    blocks = [x]
+    for _ in range(copies):
+        copy = x.copy()
+        for row, member in enumerate(rng.integers(0, n_members, len(x))):
+            copy[row, member * width:(member + 1) * width] = 0.0
+        blocks.append(copy)
+    return np.concatenate(blocks), np.tile(y, copies + 1)
 
 
 def _fit_tree_verdict(x: np.ndarray, y: np.ndarray, cfg: FitConfig

@@ -34,8 +34,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
         # verdict "trees" (2026-12-04): 100 boosted trees of depth 2 over the image features
         # with each member's peak; chosen over the logistic verdict by the mean of synthetic
         # 5-fold CV and dev half A image AUC (docs/methods/auto.md).
+        # verdict_blind 2 (2026-12-06): the trees also learn from two copies of the fitting
+        # set with one member blinded per image, so the verdict does not lean on one member
+        # alone; chosen over 0 and 1 on dev half A (docs/methods/auto.md).
         "fit": {"hidden": 0, "alpha": 1e-3, "verdict": "trees", "verdict_c": 0.5,
-                "verdict_trees": 100, "verdict_depth": 2, "verdict_lr": 0.1, "seed": 0},
+                "verdict_trees": 100, "verdict_depth": 2, "verdict_lr": 0.1,
+                "verdict_blind": 2, "seed": 0},
     },
 }
 
