@@ -24,7 +24,13 @@ import numpy as np
 
 from forgectl import metrics as M
 from forgectl.fusion.collect import LabelledImage
-from forgectl.fusion.features import IMAGE_FEATURES, PIXEL_FEATURES, image_features, pixel_features
+from forgectl.fusion.features import (
+    IMAGE_FEATURES,
+    PIXEL_FEATURES,
+    MemberOutput,
+    image_features,
+    pixel_features,
+)
 from forgectl.fusion.model import FusionModel
 
 #: Pixels sampled per fitting image (half inside the mask for forgeries).
@@ -161,17 +167,19 @@ def fit_model(data: Prepared, index: np.ndarray, cfg: FitConfig) -> FusionModel:
 def with_blinded_copies(x: np.ndarray, y: np.ndarray, n_members: int, copies: int, seed: int
                         ) -> tuple[np.ndarray, np.ndarray]:
     """``x`` (E, n_members * len(IMAGE_FEATURES)) followed by ``copies`` copies of it in which
-    each row has one member, drawn at random, made blind (its features zero, as
+    each row has one member, drawn at random, made blind (its features those
     :func:`image_features` gives a member that is not applicable); ``y`` repeated alike."""
     if copies == 0:
         return x, y
     rng = np.random.default_rng(seed)
     width = len(IMAGE_FEATURES)
+    blind = image_features([MemberOutput.blind(str(k), (1, 1)) for k in range(n_members)])
     blocks = [x]
     for _ in range(copies):
         copy = x.copy()
         for row, member in enumerate(rng.integers(0, n_members, len(x))):
-            copy[row, member * width:(member + 1) * width] = 0.0
+            cols = slice(member * width, (member + 1) * width)
+            copy[row, cols] = blind[cols]
         blocks.append(copy)
     return np.concatenate(blocks), np.tile(y, copies + 1)
 
@@ -306,8 +314,6 @@ def _r(v: float | None) -> float | None:
 def contributions(model: FusionModel, data: Prepared, index: Sequence[int]) -> dict[str, float]:
     """Each member's share of the fusion: how much mean F1 + image AUC fall on the examples
     ``index`` when that member alone is made blind, normalized to sum to 1."""
-    from forgectl.fusion.features import MemberOutput
-
     chosen = [data.examples[i] for i in index]
     base = evaluate([(ex, *predict(model, ex)) for ex in chosen])
     drops = {}
