@@ -28,6 +28,7 @@ from forgectl.fusion.features import (
 )
 from forgectl.fusion.fit import (
     FitConfig,
+    average_tree_verdicts,
     evaluate,
     fit_all,
     fit_model,
@@ -190,6 +191,43 @@ def test_tree_verdict_walks_exactly_the_fitted_trees():
     del partial["verdict_tree_left"]
     with pytest.raises(WeightsError, match="part of a tree verdict"):
         FusionModel(members=["m"], arrays=partial)
+
+
+def test_bagged_tree_verdict_walks_the_mean_of_its_bags_logits():
+    """Bags of different sizes (node counts) merge into one tree verdict whose numpy walk is
+    the mean of the bags' own logits, and a bagged fit still separates."""
+    from forgectl.fusion.fit import _fit_tree_verdict
+
+    rng = np.random.default_rng(5)
+    x = rng.random((120, 4)).astype(np.float32)
+    y = x[:, 0] + 0.2 * rng.random(120) > 0.6
+    bags = [_fit_tree_verdict(x, y, FitConfig(verdict="trees", verdict_trees=n,
+                                              verdict_depth=d, seed=s))
+            for n, d, s in ((30, 2, 0), (12, 3, 1), (20, 1, 2))]
+    arrays, logits = average_tree_verdicts(bags)
+    assert arrays["verdict_tree_feature"].shape[0] == 62
+    np.testing.assert_allclose(logits, np.mean([lg for _, lg in bags], 0))
+    probe = FusionModel(members=["m"], arrays={
+        **arrays, "pixel_mean": np.zeros(2), "pixel_scale": np.ones(2),
+        "hidden_w": np.zeros((2, 0)), "hidden_b": np.zeros(0), "out_w": np.zeros(2),
+        "out_b": np.zeros(1)})
+    walked = np.array([probe.verdict(v) for v in x])
+    np.testing.assert_allclose(walked, 1 / (1 + np.exp(-logits)), rtol=1e-6, atol=1e-9)
+    assert average_tree_verdicts(bags[:1]) is bags[0]
+    with pytest.raises(ValueError, match="verdict_bags"):
+        FitConfig(verdict_bags=0)
+
+
+def test_a_bagged_verdict_holds_every_bags_trees_and_still_learns(fitted):
+    _, examples = fitted
+    data = prepare(examples, MEMBERS, "dev")
+    one, three = (fit_model(data, np.arange(len(examples)),
+                            FitConfig(hidden=0, verdict="trees", verdict_blind=2,
+                                      verdict_bags=k)) for k in (1, 3))
+    assert three.arrays["verdict_tree_feature"].shape[0] == 3 * 100
+    assert one.arrays["verdict_tree_feature"].shape[0] == 100
+    figures = evaluate([(ex, *predict(three, ex)) for ex in examples])
+    assert figures["image_auc"] > 0.95 and figures["f1"] > 0.8
 
 
 def test_a_fusion_fitted_on_other_features_is_refused_at_load(fitted):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from forgectl.fusion.features import (
     image_features,
     pixel_features,
 )
-from forgectl.fusion.model import FusionModel
+from forgectl.fusion.model import TREE_ARRAYS, FusionModel
 
 #: Pixels sampled per fitting image (half inside the mask for forgeries).
 PIXELS_PER_IMAGE = 400
@@ -62,6 +62,10 @@ class FitConfig:
     #: on synthetic forgeries, the verdict otherwise leans on whichever member separates them
     #: best there, which need not be the one that transfers to real photos.
     verdict_blind: int = 0
+    #: Tree verdicts fitted with ``seed``, ``seed + 1``, ... (each with its own blinded
+    #: copies) and averaged in logit space; the logistic verdict is fitted once. The blinding
+    #: draws alone moved the half-A image AUC by 0.04 between seeds; an average of five, 0.007.
+    verdict_bags: int = 1
     seed: int = 0
     max_iter: int = 300
 
@@ -70,6 +74,8 @@ class FitConfig:
             raise ValueError(f"fit.verdict must be 'logistic' or 'trees', not {self.verdict!r}")
         if self.verdict_blind < 0:
             raise ValueError(f"fit.verdict_blind must be >= 0, not {self.verdict_blind}")
+        if self.verdict_bags < 1:
+            raise ValueError(f"fit.verdict_bags must be >= 1, not {self.verdict_bags}")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -124,11 +130,18 @@ def fit_model(data: Prepared, index: np.ndarray, cfg: FitConfig) -> FusionModel:
     from sklearn.neural_network import MLPClassifier
 
     xv = data.image_x[index]
-    xb, yb = with_blinded_copies(xv, data.labels[index], len(data.members), cfg.verdict_blind,
-                                 cfg.seed)
     if cfg.verdict == "trees":
-        arrays, v_logit = _fit_tree_verdict(xb, yb, cfg)
+        bags = []
+        for bag in range(cfg.verdict_bags):
+            bag_cfg = replace(cfg, seed=cfg.seed + bag)
+            xk, yk = with_blinded_copies(xv, data.labels[index], len(data.members),
+                                         cfg.verdict_blind, bag_cfg.seed)
+            bag_arrays, bag_logit = _fit_tree_verdict(xk, yk, bag_cfg)
+            bags.append((bag_arrays, bag_logit[: len(xv)]))
+        arrays, v_logit = average_tree_verdicts(bags)
     else:
+        xb, yb = with_blinded_copies(xv, data.labels[index], len(data.members),
+                                     cfg.verdict_blind, cfg.seed)
         v_mean, v_scale = xb.mean(0), xb.std(0) + 1e-3
         verdict = LogisticRegression(C=cfg.verdict_c, max_iter=2000, class_weight="balanced")
         verdict.fit((xb - v_mean) / v_scale, yb)
@@ -182,6 +195,29 @@ def with_blinded_copies(x: np.ndarray, y: np.ndarray, n_members: int, copies: in
             copy[row, cols] = blind[cols]
         blocks.append(copy)
     return np.concatenate(blocks), np.tile(y, copies + 1)
+
+
+def average_tree_verdicts(bags: Sequence[tuple[dict[str, np.ndarray], np.ndarray]]
+                          ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One tree verdict whose logit is the mean of the ``bags``' logits: their trees side by
+    side (node arrays padded to the longest with unreachable leaves of value 0), each leaf
+    value and the bias divided by the number of bags; and the mean of their fitted logits."""
+    if len(bags) == 1:
+        return bags[0]
+    k = len(bags)
+    size = max(a["verdict_tree_feature"].shape[1] for a, _ in bags)
+    fill = {"verdict_tree_feature": -1}
+    merged: dict[str, np.ndarray] = {}
+    for key in TREE_ARRAYS:
+        parts = []
+        for a, _ in bags:
+            part = a[key]
+            pad = np.full((part.shape[0], size - part.shape[1]), fill.get(key, 0), part.dtype)
+            parts.append(np.concatenate([part, pad], 1))
+        merged[key] = np.concatenate(parts, 0)
+    merged["verdict_tree_value"] = merged["verdict_tree_value"] / k
+    merged["verdict_bias"] = np.mean([a["verdict_bias"] for a, _ in bags], 0)
+    return merged, np.mean([logit for _, logit in bags], 0)
 
 
 def _fit_tree_verdict(x: np.ndarray, y: np.ndarray, cfg: FitConfig
