@@ -135,6 +135,34 @@ def test_dequantized_idct_reproduces_decoded_luma(make_image, height, width):
     assert np.percentile(diff, 99) <= 2.0
 
 
+@pytest.mark.parametrize(("quality", "subsampling", "height", "width", "progressive"),
+                         [(90, 2, 96, 128, False), (75, 0, 101, 77, True), (95, 2, 67, 130, False)])
+def test_without_jpegio_the_decoder_gives_the_files_internals(
+        make_image, monkeypatch, quality, subsampling, height, width, progressive):
+    """jpegio is an optional dependency off Linux: without it the tables, sampling and mode
+    come from the headers and the Y coefficients from the decoded luma, nearly all equal."""
+    buf = io.BytesIO()
+    Image.fromarray(make_image(height, width, seed=5)).save(
+        buf, format="JPEG", quality=quality, subsampling=subsampling, progressive=progressive)
+    data = buf.getvalue()
+    exact = image_from_bytes(data)
+    monkeypatch.setitem(__import__("sys").modules, "jpegio", None)  # import jpegio fails
+    decoded = image_from_bytes(data)
+    assert exact.jpeg.reader == "jpegio" and decoded.jpeg.reader == "decoder"
+    for a, b in zip(exact.jpeg.quant_tables, decoded.jpeg.quant_tables, strict=True):
+        np.testing.assert_array_equal(a, b)
+    facts_a, facts_b = exact.jpeg.facts(), decoded.jpeg.facts()
+    assert {k: v for k, v in facts_a.items() if k != "reader"} == {
+        k: v for k, v in facts_b.items() if k != "reader"}
+    assert facts_b["progressive"] is progressive
+    ya = exact.jpeg.y_coefficients(height, width)
+    yb = decoded.jpeg.y_coefficients(height, width)
+    assert ya.shape == yb.shape and yb.dtype == np.int32
+    full = (slice(0, height // 8 * 8), slice(0, width // 8 * 8))  # whole blocks only
+    assert (ya[full] == yb[full]).mean() > 0.98  # q95: table steps of 1-3, more rounding
+    assert np.abs(ya[full] - yb[full]).max() <= 1
+
+
 def test_coefficients_survive_reader_release(make_image):
     """jpegio hands out views into its own buffers; intake must own copies."""
     img = image_from_bytes(encode_jpeg(make_image(64, 64), 90))
