@@ -200,6 +200,16 @@ def test_generic_facts_fill_the_jpeg_section(jpeg_file, tmp_path, fake_methods):
     check_method_panels(html, record)
 
 
+def test_the_jpeg_section_says_when_coefficients_came_from_the_decoder(
+        jpeg_file, tmp_path, fake_methods, monkeypatch):
+    html, _ = run_explain(jpeg_file, tmp_path / "a", "--methods", "jpegonly")
+    assert "recomputed from the decoded pixels" not in html
+    monkeypatch.setitem(__import__("sys").modules, "jpegio", None)  # import jpegio fails
+    html, record = run_explain(jpeg_file, tmp_path / "b", "--methods", "jpegonly")
+    assert "luminance coefficients recomputed from the decoded pixels" in html
+    assert record["input"]["jpeg"]["reader"] == "decoder"
+
+
 def test_failing_method_is_an_error_panel_not_an_abort(jpeg_file, tmp_path, fake_methods):
     html, record = run_explain(jpeg_file, tmp_path / "out", "--methods", "failing,ela")
     failing, ela = record["methods"]

@@ -426,9 +426,15 @@ def _jpeg_section(image: ForensicImage, entries: list[MethodEntry]) -> str:
         table_kind = f"standard IJG (libjpeg) table, exactly quality {jpeg.quality}"
     else:
         table_kind = f"custom table (camera or editor), closest IJG quality {jpeg.quality}"
+    if jpeg.source != "file":
+        source = esc(f"the pixels: a {image.format} that was a JPEG before (luminance only)")
+    elif jpeg.reader == "decoder":
+        source = ("the file's tables; luminance coefficients recomputed from the decoded "
+                  "pixels (jpegio is not installed)")
+    else:
+        source = "the file"
     pairs = [
-        ("Source", "the file" if jpeg.source == "file" else
-         esc(f"the pixels: a {image.format} that was a JPEG before (luminance only)")),
+        ("Source", source),
         ("Estimated quality", f"{jpeg.quality} (from the luminance table)"),
         ("Luminance table", esc(table_kind)),
     ]
