@@ -439,6 +439,8 @@ def _decoded_internals(path: str) -> JpegData | None:
     Y is recomputed (the methods read Y; upsampled chroma cannot be undone exactly). None for
     colour spaces other than YCbCr and grey (CMYK, YCCK): the file is then analysed as pixels.
     """
+    # The transform of analysis.jpeg.block_dct, which intake may not import (it sits a layer
+    # up), in float64: the quotients are rounded back onto the lattice here.
     from scipy.fft import dctn
 
     with Image.open(path) as img:
