@@ -5,9 +5,12 @@ For every JPEG under the given folders: the luminance coefficients and tables ``
 reads through jpegio, against those it recomputes when ``import jpegio`` fails. Prints each
 file's share of equal coefficients (with ``-v``), the worst file, and the share over all.
 Methods' figures with the fallback: run ``forgectl benchmark`` in a process where jpegio
-cannot be imported (``sys.modules["jpegio"] = None`` before forgectl's CLI runs). Usage::
+cannot be imported (``sys.modules["jpegio"] = None`` before forgectl's CLI runs). With
+``--time IMAGE``: the median of 5 reads of IMAGE's internals by each reader instead (idle
+cores). Usage::
 
     .venv/bin/python benchmarks/jpeg_reader_agreement.py ../shared/bench/casia1-dev
+    .venv/bin/python benchmarks/jpeg_reader_agreement.py --time big.jpg
 """
 
 from __future__ import annotations
@@ -21,11 +24,26 @@ import numpy as np
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folders", nargs="+", type=Path)
+    ap.add_argument("folders", nargs="*", type=Path)
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--time", type=Path, help="time both readers on this JPEG instead")
     args = ap.parse_args()
 
     import forgectl.intake as intake
+
+    if args.time is not None:
+        import statistics
+        import time
+
+        for name, read in (("jpegio", intake._read_jpeg_internals),
+                           ("decoder", intake._decoded_internals)):
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                read(str(args.time))
+                times.append(time.perf_counter() - start)
+            print(f"{args.time}: {name} median {statistics.median(times):.3f} s of 5")
+        return
 
     paths = sorted(p for folder in args.folders for p in folder.rglob("*")
                    if p.suffix.lower() in (".jpg", ".jpeg"))
