@@ -2,7 +2,8 @@
 of every default dependency at its `constraints.txt` pin (README: installs without a compiler).
 
 Evaluates each dependency's environment marker for the platform (jpegio, which PyPI has only
-as source, is a Linux-only default), then asks ``pip download --only-binary=:all:`` for it.
+as source, is the optional extra ``forgectl[jpegio]``), then asks ``pip download
+--only-binary=:all:`` for it.
 Needs network access to the package index. Usage::
 
     .venv/bin/python benchmarks/install_wheels.py --python 3.11

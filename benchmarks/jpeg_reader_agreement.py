@@ -2,12 +2,11 @@
 ``jpeg.reader``).
 
 For every JPEG under the given folders: the luminance coefficients and tables ``load_image``
-reads through jpegio, against those it recomputes when ``import jpegio`` fails. Prints each
-file's share of equal coefficients (with ``-v``), the worst file, and the share over all.
-Methods' figures with the fallback: run ``forgectl benchmark`` in a process where jpegio
-cannot be imported (``sys.modules["jpegio"] = None`` before forgectl's CLI runs). With
-``--time IMAGE``: the median of 5 reads of IMAGE's internals by each reader instead (idle
-cores). Usage::
+reads through jpegio, against those the decoder reader recomputes (``FORGECTL_JPEG_READER``).
+Prints each file's share of equal coefficients (with ``-v``), the worst file, and the share
+over all. Methods' figures with the decoder: ``FORGECTL_JPEG_READER=decoder forgectl
+benchmark ...``. With ``--time IMAGE``: the median of 5 reads of IMAGE's internals by each
+reader instead (idle cores). Usage::
 
     .venv/bin/python benchmarks/jpeg_reader_agreement.py ../shared/bench/casia1-dev
     .venv/bin/python benchmarks/jpeg_reader_agreement.py --time big.jpg
@@ -16,7 +15,7 @@ cores). Usage::
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +30,19 @@ def main() -> None:
 
     import forgectl.intake as intake
 
+    def read(path: Path, reader: str) -> intake.JpegData | None:
+        os.environ[intake.JPEG_READER_ENV] = reader
+        return intake._read_jpeg_internals(str(path))
+
     if args.time is not None:
         import statistics
         import time
 
-        for name, read in (("jpegio", intake._read_jpeg_internals),
-                           ("decoder", intake._decoded_internals)):
+        for name in ("jpegio", "decoder"):
             times = []
             for _ in range(5):
                 start = time.perf_counter()
-                read(str(args.time))
+                read(args.time, name)
                 times.append(time.perf_counter() - start)
             print(f"{args.time}: {name} median {statistics.median(times):.3f} s of 5")
         return
@@ -51,16 +53,7 @@ def main() -> None:
     tables_differ = 0
     worst = (1.0, "")
     for path in paths:
-        exact = intake._read_jpeg_internals(str(path))
-        saved = sys.modules.get("jpegio")
-        sys.modules["jpegio"] = None  # type: ignore[assignment]  # import jpegio fails
-        try:
-            decoded = intake._read_jpeg_internals(str(path))
-        finally:
-            if saved is None:
-                sys.modules.pop("jpegio", None)
-            else:
-                sys.modules["jpegio"] = saved
+        exact, decoded = read(path, "jpegio"), read(path, "decoder")
         if exact is None or decoded is None:
             print(f"{path}: skipped (no JPEG internals)")
             continue

@@ -70,6 +70,10 @@ def _root(
     ),
 ) -> None:
     """Find where an image was manipulated."""
+    if os.environ.get("FORGECTL_JPEG_READER"):
+        from forgectl.intake import jpeg_reader
+
+        jpeg_reader()  # a wrong value is a usage error before any image is read
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -4,8 +4,10 @@ Every method receives a :class:`ForensicImage`. Pixels are analysed on the *stor
 EXIF orientation is reported, never applied, because compression traces live on the grid the
 encoder saw.
 
-JPEG internals come from ``jpegio`` (libjpeg's own coefficient buffers), so DCT coefficients and
-quantization tables are the file's, not a re-encoding. ``jpegio`` is C code that trusts its input,
+JPEG internals (quantization tables, luminance DCT coefficients) come from ``jpegio`` (libjpeg's
+own coefficient buffers) when it is installed, an optional extra that builds from source; else
+the tables come from the headers and the coefficients are recomputed from libjpeg's decoded luma
+(:func:`jpeg_reader`, :func:`_decoded_internals`). ``jpegio`` is C code that trusts its input,
 so a file is first validated with a marker walk and a full Pillow decode.
 """
 
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile
 
-from forgectl.errors import InputError, describe
+from forgectl.errors import InputError, UsageError, describe
 
 #: Refuse larger images before decoding them (about 100 megapixels).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -149,7 +151,7 @@ def estimate_ijg_quality(luma_table: np.ndarray) -> tuple[int, bool]:
 
 @dataclass(frozen=True)
 class JpegData:
-    """What the JPEG file itself stores, read by libjpeg through ``jpegio``.
+    """What the JPEG file itself stores, as libjpeg reads it (through ``jpegio`` or its decoder).
 
     Attributes:
         coefficients: one int32 array per component (Y, Cb, Cr, ...), shape
@@ -166,7 +168,8 @@ class JpegData:
         quality: estimated IJG quality of the Y table (1..100).
         standard_tables: True when the Y table is exactly an IJG-scaled table.
         reader: ``"jpegio"`` (libjpeg's coefficient buffers) or ``"decoder"`` (jpegio not
-            installed: Y only, recomputed from the decoded luma; :func:`_decoded_internals`).
+            installed, or not chosen: :func:`jpeg_reader`; Y only, recomputed from the decoded
+            luma: :func:`_decoded_internals`).
         source: ``"file"`` (read from the JPEG file) or ``"pixels"`` (a PNG/TIFF/... whose
             pixels still carry an earlier JPEG save: Y only, table and coefficients inferred by
             :mod:`forgectl.analysis.jpeg_history`; ``quality`` is then that of the lattice the
@@ -387,14 +390,45 @@ def _subsampling_name(sampling: list[tuple[int, int]]) -> str:
     )
 
 
-def _read_jpeg_internals(path: str) -> JpegData | None:
-    """The file's JPEG internals through jpegio, or without it (an optional dependency off
-    Linux, where it builds from source) recomputed from the decoder: :func:`_decoded_internals`.
+#: Environment variable choosing the JPEG reader: ``jpegio``, ``decoder`` or ``auto`` (unset:
+#: jpegio when it is installed). Forcing ``decoder`` makes an install with jpegio give the
+#: same outputs as one without it (docs/OUTPUTS.md, ``jpeg.reader``).
+JPEG_READER_ENV = "FORGECTL_JPEG_READER"
+JPEG_READERS = ("auto", "jpegio", "decoder")
+
+
+def jpeg_reader() -> str:
+    """The JPEG reader this process uses: ``"jpegio"`` or ``"decoder"``.
+
+    Read from :data:`JPEG_READER_ENV` at each call. ``auto`` (or unset) takes jpegio when it
+    can be imported, else the decoder.
+
+    Raises:
+        UsageError: an unknown value, or ``jpegio`` asked for where it is not installed.
     """
+    choice = (os.environ.get(JPEG_READER_ENV) or "auto").strip().lower()
+    if choice not in JPEG_READERS:
+        raise UsageError(f"{JPEG_READER_ENV}={choice!r}: expected one of "
+                         f"{', '.join(JPEG_READERS)}")
+    if choice == "decoder":
+        return "decoder"
     try:
-        import jpegio  # C extension; imported only when a JPEG is read
+        import jpegio  # noqa: F401  # C extension; imported only when a JPEG is read
     except ImportError:
+        if choice == "jpegio":
+            raise UsageError(f"{JPEG_READER_ENV}=jpegio, but jpegio is not installed: "
+                             "pip install 'forgectl[jpegio]' (needs a C compiler)") from None
+        return "decoder"
+    return "jpegio"
+
+
+def _read_jpeg_internals(path: str) -> JpegData | None:
+    """The file's JPEG internals through jpegio, or (:func:`jpeg_reader`: jpegio is an optional
+    dependency that builds from source) recomputed from the decoder: :func:`_decoded_internals`.
+    """
+    if jpeg_reader() == "decoder":
         return _decoded_internals(path)
+    import jpegio
 
     # libjpeg reports damaged entropy-coded data only as warnings on fd 2 and goes on with
     # garbage; capture them and refuse the file, since traces in corrupt data mean nothing.
@@ -403,10 +437,7 @@ def _read_jpeg_internals(path: str) -> JpegData | None:
             jpg = jpegio.read(path)
         except Exception as exc:  # jpegio raises plain exceptions on libjpeg errors
             raise InputError(f"corrupt JPEG: {describe(exc)}") from exc
-    warnings_text = log.text
-    for line in warnings_text.splitlines():
-        if line.startswith("Corrupt JPEG data") or "Premature end" in line:
-            raise InputError(f"corrupt JPEG: {line.strip()}")
+    _refuse_damaged(log.text)
     # jpegio's arrays view memory owned by the reader object: copy before it is freed.
     coefs = tuple(np.array(c, dtype=np.int32, copy=True) for c in jpg.coef_arrays)
     tables = [np.array(t, dtype=np.int32, copy=True).reshape(8, 8) for t in jpg.quant_tables]
@@ -425,6 +456,14 @@ def _read_jpeg_internals(path: str) -> JpegData | None:
     )
 
 
+def _refuse_damaged(libjpeg_messages: str) -> None:
+    """Raise on libjpeg's warnings about damaged entropy-coded data: libjpeg reports them only
+    on fd 2 and goes on with garbage, and traces in corrupt data mean nothing."""
+    for line in libjpeg_messages.splitlines():
+        if line.startswith("Corrupt JPEG data") or "Premature end" in line:
+            raise InputError(f"corrupt JPEG: {line.strip()}")
+
+
 #: Block rows recomputed at once by :func:`_decoded_internals` (bounds its float copy).
 _DECODED_BAND_BLOCKS = 64
 
@@ -441,18 +480,25 @@ def _decoded_internals(path: str) -> JpegData | None:
     """
     # The transform of analysis.jpeg.block_dct, which intake may not import (it sits a layer
     # up), in float64: the quotients are rounded back onto the lattice here.
+    import cv2
     from scipy.fft import dctn
 
-    with Image.open(path) as img:
+    with Image.open(path) as img:  # the headers only: Pillow decodes no pixels here
         if img.mode not in ("RGB", "L"):
             return None
-        if img.mode == "RGB":
-            img.draft("YCbCr", img.size)  # libjpeg's own YCbCr, before colour conversion
+        size = img.size
         tables = {k: np.asarray(v, np.int32).reshape(8, 8) for k, v in img.quantization.items()}
         layer = list(getattr(img, "layer", None) or [("1", 1, 1, min(tables))])
         progressive = bool(img.info.get("progressive") or img.info.get("progression"))
-        pixels = np.asarray(img)
-    luma = pixels[..., 0] if pixels.ndim == 3 else pixels
+    # libjpeg's decoded luma: grey output of a YCbCr file is its Y plane, before any colour
+    # conversion (the same bytes as Pillow's draft("YCbCr") Y on all of casia1-dev). OpenCV's
+    # libjpeg, unlike Pillow's, reports damaged entropy-coded data on fd 2 as jpegio's does.
+    with _native_stderr() as log:
+        luma = cv2.imdecode(np.fromfile(path, np.uint8),
+                            cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    _refuse_damaged(log.text)
+    if luma is None or luma.shape != (size[1], size[0]):
+        raise InputError("corrupt JPEG: libjpeg could not decode its luminance")
     per_comp = tuple(tables[int(c[3])] for c in layer)
     sampling = [(int(c[1]), int(c[2])) for c in layer]
     h, w = luma.shape

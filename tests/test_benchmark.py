@@ -19,7 +19,7 @@ from forgectl import registry
 from forgectl.cli import app
 from forgectl.errors import InputError, UsageError
 from forgectl.evaluation.datasets import file_list_sha256, load_dataset, load_mask
-from forgectl.intake import encode_jpeg, load_image
+from forgectl.intake import encode_jpeg, jpeg_reader, load_image
 from tests.helpers import weights_with_damaged_twin
 
 THRESHOLD = 0.1  # low enough that ELA flags pixels on these small images
@@ -161,6 +161,7 @@ def test_benchmark_cli_reports_and_numbers(tiny_dataset, tmp_path):
     manifest = report["manifest"]
     assert manifest["forgectl_version"] and manifest["methods"][0]["name"] == "ela"
     assert manifest["methods"][0]["threshold"] == THRESHOLD
+    assert manifest["jpeg_reader"] == jpeg_reader()
     assert manifest["dataset"]["file_list_sha256"] == file_list_sha256(
         load_dataset(tiny_dataset).items
     )

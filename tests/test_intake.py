@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from forgectl.errors import InputError
+from forgectl.errors import InputError, UsageError
 from forgectl.intake import (
     detect_format,
     encode_jpeg,
@@ -139,14 +141,17 @@ def test_dequantized_idct_reproduces_decoded_luma(make_image, height, width):
                          [(90, 2, 96, 128, False), (75, 0, 101, 77, True), (95, 2, 67, 130, False)])
 def test_without_jpegio_the_decoder_gives_the_files_internals(
         make_image, monkeypatch, quality, subsampling, height, width, progressive):
-    """jpegio is an optional dependency off Linux: without it the tables, sampling and mode
+    """jpegio is an optional dependency: without it the tables, sampling and mode
     come from the headers and the Y coefficients from the decoded luma, nearly all equal."""
     buf = io.BytesIO()
     Image.fromarray(make_image(height, width, seed=5)).save(
         buf, format="JPEG", quality=quality, subsampling=subsampling, progressive=progressive)
     data = buf.getvalue()
+    pytest.importorskip("jpegio")
+    monkeypatch.setenv("FORGECTL_JPEG_READER", "jpegio")
     exact = image_from_bytes(data)
-    monkeypatch.setitem(__import__("sys").modules, "jpegio", None)  # import jpegio fails
+    monkeypatch.setenv("FORGECTL_JPEG_READER", "auto")
+    monkeypatch.setitem(sys.modules, "jpegio", None)  # import jpegio fails
     decoded = image_from_bytes(data)
     assert exact.jpeg.reader == "jpegio" and decoded.jpeg.reader == "decoder"
     for a, b in zip(exact.jpeg.quant_tables, decoded.jpeg.quant_tables, strict=True):
@@ -234,7 +239,32 @@ def test_bad_bytes_give_clear_errors(data, message):
         image_from_bytes(data)
 
 
-def test_truncated_and_bit_flipped_jpegs_never_crash(make_image):
+@pytest.fixture(params=["jpegio", "decoder"])
+def jpeg_reader(request, monkeypatch):
+    """Each test runs with either JPEG reader (FORGECTL_JPEG_READER)."""
+    if request.param == "jpegio":
+        pytest.importorskip("jpegio")
+    monkeypatch.setenv("FORGECTL_JPEG_READER", request.param)
+    return request.param
+
+
+def test_damaged_entropy_data_is_refused_by_either_reader(jpeg_reader):
+    """libjpeg decodes damaged scan data into garbage with only a warning on fd 2; Pillow's
+    pixel decode stays silent, so each reader must catch it itself."""
+    rng = np.random.default_rng(0)
+    data = encode_jpeg((rng.random((128, 128, 3)) * 255).astype(np.uint8), 90)
+    restart = bytearray(data)
+    restart[len(data) // 2: len(data) // 2 + 2] = b"\xff\xd0"  # a stray marker mid-scan
+    with pytest.raises(InputError, match="corrupt JPEG: Corrupt JPEG data"):
+        image_from_bytes(bytes(restart))
+    zeroed = bytearray(data)
+    zeroed[len(data) // 3: len(data) // 3 + 64] = bytes(64)
+    with pytest.raises(InputError, match="corrupt JPEG"):
+        image_from_bytes(bytes(zeroed))
+    assert image_from_bytes(data).jpeg.reader == jpeg_reader
+
+
+def test_truncated_and_bit_flipped_jpegs_never_crash(make_image, jpeg_reader):
     data = encode_jpeg(make_image(128, 160), 90)
     for cut in (20, 200, len(data) // 2, len(data) - 3):
         with pytest.raises(InputError):
@@ -278,3 +308,34 @@ def test_input_file_is_not_modified(tmp_path, make_image):
     before = (p.read_bytes(), p.stat().st_mtime_ns)
     load_image(p)
     assert (p.read_bytes(), p.stat().st_mtime_ns) == before
+
+
+def test_the_reader_can_be_forced_to_the_decoder(make_image, monkeypatch):
+    """FORGECTL_JPEG_READER=decoder gives what an install without jpegio gives, jpegio or not;
+    a wrong value is refused with the values it takes."""
+    data = encode_jpeg(make_image(64, 80, seed=2), 85)
+    monkeypatch.setenv("FORGECTL_JPEG_READER", "decoder")
+    forced = image_from_bytes(data)
+    monkeypatch.setenv("FORGECTL_JPEG_READER", "auto")
+    monkeypatch.setitem(sys.modules, "jpegio", None)  # import jpegio fails
+    missing = image_from_bytes(data)
+    assert forced.jpeg.reader == missing.jpeg.reader == "decoder"
+    np.testing.assert_array_equal(forced.jpeg.coefficients[0], missing.jpeg.coefficients[0])
+    monkeypatch.setenv("FORGECTL_JPEG_READER", "jpegio")
+    with pytest.raises(UsageError, match="jpegio is not installed"):
+        image_from_bytes(data)
+    monkeypatch.setenv("FORGECTL_JPEG_READER", "libjpeg")
+    with pytest.raises(UsageError, match="expected one of auto, jpegio, decoder"):
+        image_from_bytes(data)
+
+
+def test_a_wrong_jpeg_reader_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+
+    env = dict(os.environ, FORGECTL_JPEG_READER="fast")
+    proc = subprocess.run([sys.executable, "-m", "forgectl.cli", "localize", "x.jpg", "--out",
+                           str(tmp_path / "o")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "forgectl: error: FORGECTL_JPEG_READER='fast': expected one of auto, jpegio, decoder"]
+    assert not (tmp_path / "o").exists()

@@ -30,7 +30,7 @@ from forgectl.backends.base import Backend
 from forgectl.errors import CANNOT_RUN, ForgectlError, InputError
 from forgectl.evaluation.datasets import Dataset, Item, file_list_sha256, load_mask
 from forgectl.evaluation.perturb import Perturbation
-from forgectl.intake import load_image
+from forgectl.intake import jpeg_reader, load_image
 
 ProgressFn = Callable[[int], None]
 #: (peak RSS in MB, how it was measured, RSS in MB when the run began or None).
@@ -602,6 +602,7 @@ def run_manifest(
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "libraries": _library_versions(),
+        "jpeg_reader": jpeg_reader(),  # jpegio or the decoder (docs/OUTPUTS.md)
         "dataset": {
             "path": str(dataset.root.resolve()),
             "layout": dataset.layout,

@@ -430,7 +430,7 @@ def _jpeg_section(image: ForensicImage, entries: list[MethodEntry]) -> str:
         source = esc(f"the pixels: a {image.format} that was a JPEG before (luminance only)")
     elif jpeg.reader == "decoder":
         source = ("the file's tables; luminance coefficients recomputed from the decoded "
-                  "pixels (jpegio is not installed)")
+                  "pixels (jpegio not installed, or FORGECTL_JPEG_READER=decoder)")
     else:
         source = "the file"
     pairs = [
