@@ -446,14 +446,18 @@ def test_column_path_equals_matrix_path(fitted):
 def test_shipped_fusion_was_fitted_on_the_shipped_member_weights():
     # A retrained member changes the features the fusion's numbers were fitted on: shipping
     # one without refitting auto must fail here, not drift silently.
+    from forgectl.fusion.backend import AutoBackend
     from tests.helpers import REPO
 
     card = json.loads((REPO / "weights" / "auto-tiny.json").read_text())
     recorded = card["training"]["member_sha256"]
     assert "omni" in recorded
+    auto = AutoBackend(runtime="torch")
     for member, sha in recorded.items():
-        shipped = registry.load(member, runtime="torch").weights_sha256
-        assert sha == shipped, f"auto was fitted on another {member}: refit it"
+        if sha is None:
+            continue
+        # The method's own file, or the copy auto keeps of the one it was fitted on.
+        assert auto.member(member).weights_sha256 == sha, f"auto was fitted on another {member}"
     # Likewise a member's changed default option (copymove's block stage was one).
     from forgectl.fusion.collect import member_options
 
@@ -493,3 +497,31 @@ def test_members_maps_are_freed_unless_explain_keeps_them(fitted, tmp_path, monk
     untimed = [[{k: v for k, v in m.items() if k != "seconds"} for m in r.facts["members"]]
                for r in (freed, kept)]
     assert untimed[0] == untimed[1]
+
+
+def test_auto_keeps_running_the_member_file_it_was_fitted_on(tmp_path, monkeypatch):
+    """A retrained member that a refit of auto did not pay for serves ``-m NAME`` while auto
+    runs the copy it was fitted on (``auto-tiny.NAME.safetensors``); with neither file
+    matching the fitted sha256 auto refuses to run, in one line."""
+    from forgectl.fusion.backend import member_weights_file
+    from forgectl.weights import sha256_file
+
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(tmp_path))
+    fusion = tmp_path / "auto-tiny.safetensors"
+    own = tmp_path / "omni-tiny.safetensors"
+    kept = tmp_path / "auto-tiny.omni.safetensors"
+    for weights, content in ((own, b"retrained omni"), (kept, b"the omni auto was fitted on")):
+        weights.write_bytes(content)
+        weights.with_suffix(".json").write_text(json.dumps(
+            {"weights": {"sha256": sha256_file(weights)}}))
+    assert member_weights_file(fusion, "omni", sha256_file(own)) is None
+    assert member_weights_file(fusion, "omni", sha256_file(kept)) == kept
+    kept.unlink()  # a wheel ships cards and ONNX twins, not the PyTorch files
+    assert member_weights_file(fusion, "omni", sha256_file(own)) is None
+    assert member_weights_file(fusion, "omni", json.loads(kept.with_suffix(".json").read_text())[
+        "weights"]["sha256"]) == kept
+    assert member_weights_file(fusion, "omni", None) is None  # classical members
+    with pytest.raises(WeightsError, match="auto-tiny.safetensors was fitted on omni weights "
+                                           "[0-9a-f]{12}, which are neither omni-tiny.safetensors"
+                                           " nor auto-tiny.omni.safetensors: refit it"):
+        member_weights_file(fusion, "omni", "0" * 64)

@@ -18,7 +18,7 @@ import numpy as np
 from forgectl import registry
 from forgectl.backends.base import RUNTIMES, Backend, MethodSpec, Result
 from forgectl.backends.options import Option
-from forgectl.errors import UsageError
+from forgectl.errors import UsageError, WeightsError
 from forgectl.fusion.collect import run_member
 from forgectl.fusion.features import (
     MemberOutput,
@@ -29,7 +29,7 @@ from forgectl.fusion.features import (
 )
 from forgectl.fusion.model import FusionModel
 from forgectl.intake import ForensicImage
-from forgectl.weights import sha256_file, weights_dir
+from forgectl.weights import read_card, sha256_file, weights_dir
 
 #: Local luma standard deviation (grey levels) above which a region counts as fully textured
 #: for the reliability map (below it, noise- and JPEG-based members see little).
@@ -38,6 +38,38 @@ TEXTURE_FULL = 6.0
 LUMA_BAND = 256
 #: A member whose evidence raised the image score by at least this is named in the reading.
 DRIVER_EFFECT = 0.05
+
+
+def member_weights_file(fusion: Path, member: str, sha256: str | None) -> Path | None:
+    """The weights a learned member runs with inside the fusion at ``fusion``: None for the
+    method's own shipped file, or the fusion's copy ``<fusion stem>.<member>.safetensors``.
+
+    The fusion's numbers were fitted on one file of each learned member (``sha256``, from its
+    card). When the method's own file has been retrained since (``-m omni`` got better
+    weights) while the fusion was not refitted (a refit on them did not beat it), the fusion
+    keeps the file it was fitted on beside it, with its card and ONNX twin. Files are matched
+    by the sha256 their cards record.
+
+    Raises:
+        WeightsError: neither file has that sha256 (a member changed without a refit).
+    """
+    if not sha256:
+        return None
+
+    def recorded(weights: Path) -> str | None:
+        # The card's digest, not the file's: a wheel ships the cards and ONNX twins only, and
+        # loading checks each file against its card (or SHA256SUMS for a twin).
+        return ((read_card(weights) or {}).get("weights") or {}).get("sha256")
+
+    own = weights_dir() / registry.get_spec(member).weights
+    if recorded(own) == sha256:
+        return None
+    kept = fusion.with_name(f"{fusion.stem}.{member}.safetensors")
+    if recorded(kept) == sha256:
+        return kept
+    raise WeightsError(f"{fusion.name} was fitted on {member} weights {sha256[:12]}, which "
+                       f"are neither {own.name} nor {kept.name}: refit it (forgectl train "
+                       "--method auto)")
 
 
 class AutoBackend(Backend):
@@ -111,9 +143,18 @@ class AutoBackend(Backend):
         if name not in self._backends:
             kind = registry.get_spec(name).kind
             runtime = self.runtime if kind == "learned" else "auto"
-            if runtime == "int8" and "int8" not in registry.get_class(name).runtimes:
+            kept = member_weights_file(self.weights_path, name,
+                                       self.model().member_sha256.get(name))
+            if runtime == "int8" and (kept is not None
+                                      or "int8" not in registry.get_class(name).runtimes):
                 runtime = "onnx"  # members without an int8 twin run their float one
-            self._backends[name] = registry.load(name, runtime=runtime)
+            extra: dict[str, Any] = {}
+            if kept is not None and runtime != "torch":  # the kept file's ONNX twin, if any
+                twin = kept.with_suffix(".onnx")
+                runtime, kept = ("onnx", twin) if twin.is_file() else ("torch", kept)
+            if kept is not None:
+                extra["weights"] = kept
+            self._backends[name] = registry.load(name, runtime=runtime, **extra)
         return self._backends[name]
 
     def analyze(self, image: ForensicImage) -> Result:

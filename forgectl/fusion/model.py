@@ -89,6 +89,9 @@ class FusionModel:
     pixel_threshold: float = 0.5
     verdict_threshold: float = 0.5
     contributions: dict[str, float] = field(default_factory=dict)
+    #: sha256 of each learned member's weights file the fusion was fitted on (its card's
+    #: ``training.member_sha256``; empty for fusions made in memory).
+    member_sha256: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         trees = [k for k in TREE_ARRAYS if k in self.arrays]
@@ -296,4 +299,6 @@ class FusionModel:
         return cls(members=[str(m) for m in members], arrays=arrays,
                    pixel_threshold=float(config.get("pixel_threshold", 0.5)),
                    verdict_threshold=float(config.get("verdict_threshold", 0.5)),
-                   contributions=dict(card.get("contributions", {})))
+                   contributions=dict(card.get("contributions", {})),
+                   member_sha256={str(k): str(v) for k, v in (card.get("training", {})
+                                  .get("member_sha256") or {}).items() if v})
