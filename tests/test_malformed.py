@@ -46,7 +46,13 @@ def test_corpus_has_every_family_and_over_500_files(corpus):
     assert families["bomb-real"] == families["bomb-declared"] - 2 == 6  # every format
 
 
-def test_every_file_with_ela_in_the_worker_gives_a_result_or_one_line_error(corpus, tmp_path):
+@pytest.mark.parametrize("reader", ["jpegio", "decoder"])
+def test_every_file_with_ela_in_the_worker_gives_a_result_or_one_line_error(
+        corpus, tmp_path, monkeypatch, reader):
+    """With either JPEG reader (the default install has no jpegio): the worker inherits it."""
+    if reader == "jpegio":
+        pytest.importorskip("jpegio")
+    monkeypatch.setenv("FORGECTL_JPEG_READER", reader)
     folder, samples = corpus
     plan = pipeline.plan_outputs([folder / s.name for s in samples], tmp_path / "out")
     outcomes: dict[str, list[str]] = {}
