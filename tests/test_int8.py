@@ -57,9 +57,24 @@ def test_auto_prefers_the_int8_twin_then_the_float_one(tmp_path, monkeypatch):
     backend = registry.load("omni")
     assert backend.runtime == "int8" and backend.engine == "onnx"
     assert backend.weights_path.name == "omni-tiny.int8.onnx"
-    # The fusion's learned member follows; its classical members have one runtime.
+    # The fusion's learned member follows when it runs the method's own file (here: the one
+    # the shipped fusion was fitted on); its classical members have one runtime.
+    fitted = tmp_path / "fitted"
+    fitted.mkdir()
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(fitted))
+    for name in ("auto-tiny.safetensors", "auto-tiny.json"):
+        shutil.copy(CHECKOUT_DIR / name, fitted / name)
+    own = "auto-tiny.omni" if (CHECKOUT_DIR / "auto-tiny.omni.json").is_file() else "omni-tiny"
+    for suffix in (".safetensors", ".json", ".onnx"):
+        shutil.copy(CHECKOUT_DIR / (own + suffix), fitted / ("omni-tiny" + suffix))
+    shutil.copy(fitted / "omni-tiny.onnx", fitted / "omni-tiny.int8.onnx")
     fusion = registry.load("auto", runtime="int8")
     assert fusion.member("omni").runtime == "int8"
+    # A member file the fusion keeps of its own has no int8 twin: it runs the float one.
+    if own != "omni-tiny":
+        monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(CHECKOUT_DIR))
+        kept = registry.load("auto", runtime="int8").member("omni")
+        assert kept.runtime == "onnx" and kept.weights_path.name == "auto-tiny.omni.onnx"
 
 
 @pytest.mark.slow

@@ -392,13 +392,19 @@ def test_damaged_weights_are_refused_once_with_one_line(tmp_path, monkeypatch, d
 @pytest.mark.parametrize("method", ["omni", "auto"])
 def test_a_damaged_onnx_twin_is_refused_with_one_line(tmp_path, monkeypatch, method):
     """auto too: a fusion run with a member blinded by its damaged file would give other
-    numbers under the same name."""
-    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR", str(weights_with_damaged_twin(tmp_path / "weights")))
+    numbers under the same name (the omni twin auto runs: its own kept copy, or omni's)."""
+    twin = "omni-tiny.onnx"
+    if method == "auto":
+        from forgectl.fusion.backend import AutoBackend
+
+        twin = AutoBackend().member("omni").weights_path.name
+    monkeypatch.setenv("FORGECTL_WEIGHTS_DIR",
+                       str(weights_with_damaged_twin(tmp_path / "weights", twin)))
     folder = _folder(tmp_path / "in", n=2, broken=False)
     result = invoke(["localize", folder, "-m", method, "--out", tmp_path / "out"])
     assert result.exit_code == 1, result.output
     assert result.stderr.strip().splitlines() == [
-        f"forgectl: error: omni-tiny.onnx does not match its sha256 in {CHECKSUMS} (truncated "
+        f"forgectl: error: {twin} does not match its sha256 in {CHECKSUMS} (truncated "
         "or modified file): reinstall forgectl, or re-export it with `forgectl export`"]
     assert not (tmp_path / "out").exists()  # nothing is left for a run that could not start
     (tmp_path / "mine").mkdir()  # a folder the user made stays, emptied of the run's log
