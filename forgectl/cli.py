@@ -70,6 +70,8 @@ def _root(
     ),
 ) -> None:
     """Find where an image was manipulated."""
+    # intake.JPEG_READER_ENV, spelled out: importing intake (numpy, Pillow) only when it is set
+    # keeps `forgectl --help` and `methods` fast.
     if os.environ.get("FORGECTL_JPEG_READER"):
         from forgectl.intake import jpeg_reader
 
